@@ -1,0 +1,10 @@
+/* ksinspect.h - the whole public C API of the ksinspect core. */
+#ifndef KSINSPECT_H
+#define KSINSPECT_H
+
+#include "ksi_common.h"
+#include "ksi_segment.h"
+#include "ksi_paging.h"
+#include "ksi_debugreg.h"
+
+#endif

@@ -1,0 +1,38 @@
+"""Exceptions raised by ksinspect.
+
+Every error is a :class:`KsinspectError`; the specific ones also subclass
+the builtin they resemble, so ``except ValueError`` works as expected.
+"""
+from typing import Optional
+
+
+class KsinspectError(Exception):
+    """Base of every error ksinspect raises on purpose."""
+
+
+class DecodeError(KsinspectError, ValueError):
+    """A value or argument cannot be decoded (bad width, unknown mode...)."""
+
+
+class TruncatedDataError(DecodeError):
+    """The data is shorter than the structure it must hold."""
+
+
+class EncodeError(KsinspectError, ValueError):
+    """A value cannot be encoded because it breaks an architectural rule.
+
+    Attributes:
+        index: the position of the offending request, when there is one.
+    """
+
+    def __init__(self, message: str, index: Optional[int] = None):
+        super().__init__(message)
+        self.index = index
+
+
+class UnsupportedError(KsinspectError, NotImplementedError):
+    """The feature does not exist on this machine or build."""
+
+
+class BuildMismatchError(KsinspectError, ImportError):
+    """The compiled core does not belong to this version of the package."""
