@@ -56,13 +56,6 @@ _unpack = {name: struct.Struct("=%dQ" % len(fields)).unpack
                                 ("ksi_pte", PTE_FIELDS),
                                 ("ksi_dr7", DR7_FIELDS),
                                 ("ksi_dr6", DR6_FIELDS))}
-_iter_unpack = {name: struct.Struct("=%dQ" % len(fields)).iter_unpack
-                for name, fields in (("ksi_selector", SELECTOR_FIELDS),
-                                     ("ksi_descriptor", DESCRIPTOR_FIELDS),
-                                     ("ksi_pte", PTE_FIELDS),
-                                     ("ksi_dr7", DR7_FIELDS),
-                                     ("ksi_dr6", DR6_FIELDS))}
-
 U64_MAX = (1 << 64) - 1
 
 
@@ -132,8 +125,17 @@ def decode_descriptor(lo: int, hi: Optional[int], mode: int) -> tuple:
     return _unpack["ksi_descriptor"](scratch.descriptor_buf)
 
 
-def decode_descriptor_table(data, mode: int, table: int) -> List[tuple]:
-    """Decode a descriptor table held in a bytes-like object (zero copy)."""
+def _rows(out, count: int, ctype: str) -> memoryview:
+    """The C output array as a flat memoryview of uint64 (no copy)."""
+    return memoryview(ffi.buffer(out, count * ffi.sizeof(ctype))).cast("Q")
+
+
+def decode_descriptor_table(data, mode: int, table: int) -> memoryview:
+    """Decode a descriptor table held in a bytes-like object (zero copy in).
+
+    Returns the ksi_descriptor structs as one flat uint64 memoryview,
+    len(DESCRIPTOR_FIELDS) values per descriptor.
+    """
     view = memoryview(data).cast("B")
     length = len(view)
     capacity = length // 8
@@ -143,8 +145,7 @@ def decode_descriptor_table(data, mode: int, table: int) -> List[tuple]:
                                              out, capacity, count)
     if status not in (lib.KSI_OK, lib.KSI_ERR_TRUNCATED):
         _raise_for(status, "descriptor table")
-    n = count[0]
-    return list(_iter_unpack["ksi_descriptor"](ffi.buffer(out, n * ffi.sizeof("ksi_descriptor"))))
+    return _rows(out, count[0], "ksi_descriptor")
 
 
 # --- paging entries ---------------------------------------------------------
@@ -181,7 +182,8 @@ def decode_pte(value: int, mode: int, level: int, maxphyaddr: int, pat: int,
 
 
 def decode_pte_table(data, mode: int, level: int, maxphyaddr: int, pat: int,
-                     options: int) -> List[tuple]:
+                     options: int) -> memoryview:
+    """Decode consecutive entries; returns the ksi_pte structs as a flat uint64 memoryview."""
     view = memoryview(data).cast("B")
     width = 4 if mode == lib.KSI_PAGING_32BIT else 8
     if len(view) % width:
@@ -194,7 +196,7 @@ def decode_pte_table(data, mode: int, level: int, maxphyaddr: int, pat: int,
                                       out, count)
     if status:
         _raise_for(status, "paging entries (mode %d, level %d)" % (mode, level))
-    return list(_iter_unpack["ksi_pte"](ffi.buffer(out, count * ffi.sizeof("ksi_pte"))))
+    return _rows(out, count, "ksi_pte")
 
 
 # --- debug registers --------------------------------------------------------
@@ -211,12 +213,12 @@ def decode_dr6(value: int) -> tuple:
     return _unpack["ksi_dr6"](_scratch.dr6_buf)
 
 
-def decode_dr7_batch(values: Sequence[int], options: int) -> List[tuple]:
+def decode_dr7_batch(values: Sequence[int], options: int) -> memoryview:
     array = ffi.new("uint64_t[]", list(values))
     n = len(values)
     out = ffi.new("ksi_dr7[]", max(n, 1))
     lib.ksi_decode_dr7_batch(array, n, options, out)
-    return list(_iter_unpack["ksi_dr7"](ffi.buffer(out, n * ffi.sizeof("ksi_dr7"))))
+    return _rows(out, n, "ksi_dr7")
 
 
 def encode_dr7(requests: Sequence[Tuple[int, int, int, int, Optional[int]]],

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from .. import _native
 from ..errors import DecodeError, TruncatedDataError
+from ._batch import DecodedBatch
 from ._bits import BitField, FlagCache, explanation, field, flag_names, html_pre
 
 _C = _native.enum_values("KSI_")
@@ -570,8 +571,11 @@ _TABLE_CODES = {"flat": _native.TABLE_FLAT, "segments": _native.TABLE_SEGMENTS,
 
 
 def decode_descriptor_table(data, mode="long", table: str = "segments",
-                            base_address: Optional[int] = None) -> List[SegmentDescriptor]:
+                            base_address: Optional[int] = None) -> DecodedBatch:
     """Decode a whole table in one C call.
+
+    Returns a sequence of :class:`SegmentDescriptor` / :class:`Gate`, built
+    lazily from the C output (``column(name)`` reads one field of every row).
 
     Args:
         data: the table's bytes (any bytes-like object; not copied).
@@ -590,7 +594,9 @@ def decode_descriptor_table(data, mode="long", table: str = "segments",
     length = len(memoryview(data).cast("B"))
     if length % 8:
         raise TruncatedDataError("descriptor table: %d bytes is not a multiple of 8" % length)
-    decoded = _native.decode_descriptor_table(data, _MODE_CODE[mode], _TABLE_CODES[table])
+    rows = _native.decode_descriptor_table(data, _MODE_CODE[mode], _TABLE_CODES[table])
     if base_address is None:
-        return [_from_decoded(d, mode, None) for d in decoded]
-    return [_from_decoded(d, mode, base_address + d[_I_SLOT]) for d in decoded]
+        return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS,
+                            lambda i, d: _from_decoded(d, mode, None))
+    return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS,
+                        lambda i, d: _from_decoded(d, mode, base_address + d[_I_SLOT]))

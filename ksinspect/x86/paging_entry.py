@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from .. import _native
 from ..errors import DecodeError
+from ._batch import DecodedBatch
 from ._bits import BitField, FlagCache, explanation, field, flag_names, html_pre
 
 _C = _native.enum_values("KSI_")
@@ -405,8 +406,10 @@ def _size_text(size: int) -> str:
 
 def decode_paging_entries(data, mode="4level", level: int = 1, maxphyaddr: int = 52,
                           pat: Optional[int] = None, pse: bool = True, nxe: bool = True,
-                          base_address: Optional[int] = None) -> List[PagingEntry]:
+                          base_address: Optional[int] = None) -> DecodedBatch:
     """Decode a run of entries (e.g. a whole 4 KiB table) in one C call.
+
+    Returns a sequence of :class:`PagingEntry`, built lazily from the C output.
 
     Raises:
         TruncatedDataError: the length is not a multiple of the entry size.
@@ -415,15 +418,16 @@ def decode_paging_entries(data, mode="4level", level: int = 1, maxphyaddr: int =
     mode = paging_mode(mode)
     _check_level(mode, level)
     pat = PAT_DEFAULT if pat is None else pat
-    decoded = _native.decode_pte_table(data, _native.PAGING_MODES[mode.value], level, maxphyaddr,
-                                       pat, _options(pse, nxe))
+    rows = _native.decode_pte_table(data, _native.PAGING_MODES[mode.value], level, maxphyaddr,
+                                    pat, _options(pse, nxe))
     width = mode.entry_size
-    entries = []
-    for i, d in enumerate(decoded):
+
+    def make(i: int, d: Tuple[int, ...]) -> PagingEntry:
         obj = object.__new__(PagingEntry)
         obj.__dict__.update(raw=d[0], mode=mode, level=level, maxphyaddr=maxphyaddr, pat_msr=pat,
                             pse=pse, nxe=nxe,
                             address=None if base_address is None else base_address + i * width,
                             _d=d)
-        entries.append(obj)
-    return entries
+        return obj
+
+    return DecodedBatch(rows, _native.PTE_FIELDS, make)

@@ -1,0 +1,64 @@
+"""Lazy sequences over the C core's batch output.
+
+A batch decode is one C call that fills an array of structs. The array
+stays in C memory; a value object is built only for the rows a caller
+touches, and whole columns can be read without building any.
+"""
+from typing import Callable, Generic, Iterator, List, Sequence, Tuple, TypeVar, Union, overload
+
+T = TypeVar("T")
+
+
+class DecodedBatch(Sequence[T], Generic[T]):
+    """Rows of a C batch decode, each turned into a value on access.
+
+    Args:
+        rows: flat uint64 memoryview, ``len(fields)`` values per row.
+        fields: the C struct's member names, in order.
+        make: builds the value of row ``i`` from its tuple of fields.
+    """
+
+    def __init__(self, rows: memoryview, fields: Sequence[str],
+                 make: Callable[[int, Tuple[int, ...]], T]):
+        self._rows = rows
+        self._width = len(fields)
+        self._fields = tuple(fields)
+        self._make = make
+
+    def __len__(self) -> int:
+        return len(self._rows) // self._width
+
+    def _row(self, i: int) -> Tuple[int, ...]:
+        start = i * self._width
+        return tuple(self._rows[start:start + self._width])
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> List[T]: ...
+
+    def __getitem__(self, i: Union[int, slice]):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("batch index %d out of range (%d rows)" % (i, n))
+        return self._make(i, self._row(i))
+
+    def __iter__(self) -> Iterator[T]:
+        for i in range(len(self)):
+            yield self._make(i, self._row(i))
+
+    def column(self, name: str) -> List[int]:
+        """Every row's value of one C field (e.g. ``"kind"``, ``"frame"``), without building values."""
+        try:
+            index = self._fields.index(name)
+        except ValueError:
+            raise KeyError("no field %r (fields: %s)" % (name, ", ".join(self._fields))) from None
+        return self._rows[index::self._width].tolist()
+
+    def __repr__(self) -> str:
+        return "<%s of %d rows>" % (type(self).__name__, len(self))

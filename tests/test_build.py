@@ -1,0 +1,69 @@
+"""The compiled core and its build: version stamp, cdef/header agreement."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import ksinspect
+from ksinspect import _native
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(ROOT, "csrc")
+sys.path.insert(0, CSRC)
+import build_core  # noqa: E402  (the build script is importable on purpose)
+
+
+def test_core_is_stamped_with_the_package_version():
+    assert _native.ffi.string(_native.lib.ksi_build_version()).decode() == ksinspect.__version__
+
+
+def test_stale_build_is_refused_with_a_clear_message():
+    code = ("import ksinspect._version as v; v.__version__ = '0.0.0-stale'\n"
+            "try:\n    import ksinspect._native\n"
+            "except ImportError as e:\n    print(type(e).__name__, e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT)
+    assert result.stdout.startswith("BuildMismatchError")
+    assert "0.0.0-stale" in result.stdout and "rebuild" in result.stdout
+
+
+def _strip_comments(text):
+    return re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+
+
+def _prototypes(text):
+    """Names of the functions a header declares (anywhere in it)."""
+    return set(re.findall(r"^[A-Za-z_][\w \*]*?\b(ksi_\w+)\s*\(", _strip_comments(text), re.M))
+
+
+@pytest.mark.parametrize("header", build_core.HEADERS)
+def test_every_declared_function_is_in_the_cdef_and_the_module(header):
+    with open(os.path.join(CSRC, header), encoding="utf-8") as fh:
+        text = fh.read()
+    declared = _prototypes(text)
+    in_cdef = _prototypes(build_core.cdef_of(text))
+    assert declared, "no prototypes found in %s" % header
+    assert declared == in_cdef, "declared outside the KSI-CDEF block: %s" % (declared - in_cdef)
+    missing = {name for name in declared if not hasattr(_native.lib, name)}
+    assert not missing
+
+
+def test_build_lists_every_source_and_header():
+    headers = {f for f in os.listdir(CSRC) if f.endswith(".h")} - {"ksinspect.h"}
+    sources = {f for f in os.listdir(CSRC) if f.endswith(".c")}
+    assert set(build_core.HEADERS) == headers
+    assert set(build_core.SOURCES) == sources
+    with open(os.path.join(CSRC, "ksinspect.h"), encoding="utf-8") as fh:
+        umbrella = fh.read()
+    for header in headers:
+        assert '#include "%s"' % header in umbrella
+
+
+def test_decoded_structs_are_flat_uint64():
+    # The Python side reads each struct with one unpack: no padding allowed.
+    for ctype, fields in (("ksi_descriptor", _native.DESCRIPTOR_FIELDS),
+                          ("ksi_pte", _native.PTE_FIELDS), ("ksi_dr7", _native.DR7_FIELDS),
+                          ("ksi_dr6", _native.DR6_FIELDS), ("ksi_selector", _native.SELECTOR_FIELDS)):
+        assert _native.ffi.sizeof(ctype) == 8 * len(fields)
