@@ -120,11 +120,13 @@ static void decode_64bit_entry(uint64_t v, const ksi_paging_config *cfg, unsigne
     e->frame = v & span(51, 12);
 }
 
-int ksi_decode_pte(uint64_t v, const ksi_paging_config *cfg, int mode, int level, ksi_pte *e)
+int ksi_decode_pte(uint64_t v, const ksi_paging_config *cfg, int mode, int level, ksi_pte *out)
 {
+    /* Built in a local and copied once: batch output is written one time. */
+    ksi_pte local, *e = &local;
     unsigned maxphy;
 
-    if (!cfg || !e)
+    if (!cfg || !out)
         return KSI_ERR_NULL_POINTER;
     if (ksi_paging_levels(mode) == 0)
         return KSI_ERR_BAD_MODE;
@@ -138,10 +140,12 @@ int ksi_decode_pte(uint64_t v, const ksi_paging_config *cfg, int mode, int level
 
     memset(e, 0, sizeof *e);
     e->raw = v;
-    e->mode = (uint64_t)mode;
-    e->level = (uint64_t)level;
-    if (!(v & 1))
+    e->mode = (uint8_t)mode;
+    e->level = (uint8_t)level;
+    if (!(v & 1)) {
+        *out = local;
         return KSI_OK;   /* P=0: every other bit is ignored (SDM 4.7) */
+    }
 
     e->flags = KSI_PF_PRESENT;
     if (v & BIT(1)) e->flags |= KSI_PF_WRITABLE;
@@ -161,6 +165,7 @@ int ksi_decode_pte(uint64_t v, const ksi_paging_config *cfg, int mode, int level
         if (v & BIT(8)) e->flags |= KSI_PF_GLOBAL;
     }
     memory_type(cfg->pat_msr, e);
+    *out = local;
     return KSI_OK;
 }
 

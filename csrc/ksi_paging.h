@@ -60,19 +60,19 @@ typedef struct {
     uint64_t options;      /* enum ksi_paging_option bits */
 } ksi_paging_config;
 
-/* All uint64_t: no padding, read by Python in one ffi.unpack. */
+/* Widest members first: no inner padding (see ksi_descriptor). */
 typedef struct {
     uint64_t raw;
-    uint64_t mode;
-    uint64_t level;          /* 1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E */
-    uint64_t flags;          /* enum ksi_pte_flag bits */
-    uint64_t pkey;           /* bits 62:59 of 4/5-level leaf entries */
     uint64_t frame;          /* physical address of the page or next table */
     uint64_t page_size;      /* bytes mapped by a leaf entry, 0 otherwise */
-    uint64_t pat_index;      /* PAT*4 + PCD*2 + PWT */
-    uint64_t memory_type;    /* the PAT entry selected (enum ksi_memory_type) */
     uint64_t reserved_bits;  /* the reserved bits that are set */
-    uint64_t anomalies;      /* enum ksi_pte_anomaly bits */
+    uint32_t flags;          /* enum ksi_pte_flag bits */
+    uint32_t anomalies;      /* enum ksi_pte_anomaly bits */
+    uint8_t mode;
+    uint8_t level;           /* 1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E */
+    uint8_t pkey;            /* bits 62:59 of 4/5-level leaf entries */
+    uint8_t pat_index;       /* PAT*4 + PCD*2 + PWT */
+    uint8_t memory_type;     /* the PAT entry selected (enum ksi_memory_type); 0xFF reserved */
 } ksi_pte;
 
 /* IA32_PAT at power-on and reset (SDM Table 11-12). */

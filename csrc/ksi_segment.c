@@ -158,13 +158,8 @@ static void decode_gate(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_des
     }
 }
 
-int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_descriptor *d)
+static void decode_into(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_descriptor *d)
 {
-    if (!d)
-        return KSI_ERR_NULL_POINTER;
-    if (mode != KSI_MODE_LEGACY && mode != KSI_MODE_LONG)
-        return KSI_ERR_BAD_MODE;
-    memset(d, 0, sizeof *d);
     d->raw_lo = lo;
     d->size = 8;
     d->type = bits(lo, 40, 4);
@@ -184,18 +179,18 @@ int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_d
         if (have_hi && mode == KSI_MODE_LONG)
             d->size = 16;
         d->range_first = 1;   /* an empty range: nothing is addressable */
-        return KSI_OK;
+        return;
     }
     if (!(d->flags & KSI_DF_SYSTEM)) {
         decode_segment(lo, mode, d);
-        return KSI_OK;
+        return;
     }
 
     d->kind = (mode == KSI_MODE_LONG ? long_system_kind : legacy_system_kind)[d->type];
     if (d->kind == KSI_KIND_RESERVED) {
         d->anomalies |= KSI_DA_RESERVED_TYPE;
         d->range_first = 1;
-        return KSI_OK;
+        return;
     }
     if (is_sixteen_byte(mode, d->kind)) {
         d->size = 16;
@@ -216,7 +211,7 @@ int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_d
     if (is_gate(d->kind)) {
         decode_gate(lo, hi, have_hi, mode, d);
         d->range_first = 1;
-        return KSI_OK;
+        return;
     }
 
     /* LDT and TSS descriptors: a segment with a base and limit. */
@@ -229,7 +224,29 @@ int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_d
     }
     d->range_first = 0;
     d->range_last = d->limit;
+    return;
+}
+
+int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_descriptor *out)
+{
+    /* Built in a local and copied once: batch output is written one time. */
+    ksi_descriptor d;
+
+    if (!out)
+        return KSI_ERR_NULL_POINTER;
+    if (mode != KSI_MODE_LEGACY && mode != KSI_MODE_LONG)
+        return KSI_ERR_BAD_MODE;
+    memset(&d, 0, sizeof d);
+    decode_into(lo, hi, have_hi, mode, &d);
+    *out = d;
     return KSI_OK;
+}
+
+/* Does this low qword start a 16-byte IA-32e system descriptor? */
+static int starts_sixteen_byte(uint64_t lo)
+{
+    return lo != 0 && bits(lo, 44, 1) == 0 &&
+           is_sixteen_byte(KSI_MODE_LONG, long_system_kind[bits(lo, 40, 4)]);
 }
 
 int ksi_decode_descriptor_table(const uint8_t *buf, size_t len, int mode, int table,
@@ -255,12 +272,7 @@ int ksi_decode_descriptor_table(const uint8_t *buf, size_t len, int mode, int ta
             return KSI_ERR_CAPACITY;
         }
         if (mode == KSI_MODE_LONG && table != KSI_TABLE_FLAT) {
-            int wants_hi = table == KSI_TABLE_INTERRUPTS;
-            if (!wants_hi) {
-                /* Peek: does the low half name a 16-byte descriptor? */
-                ksi_decode_descriptor(lo, 0, 0, mode, &out[n]);
-                wants_hi = (out[n].flags & KSI_DF_SIXTEEN_BYTES) != 0;
-            }
+            int wants_hi = table == KSI_TABLE_INTERRUPTS || starts_sixteen_byte(lo);
             if (wants_hi && len - pos >= 16) {
                 hi = load_le(buf + pos + 8, 8);
                 have_hi = 1;

@@ -74,28 +74,28 @@ typedef struct {
     uint64_t rpl;
 } ksi_selector;
 
-/* Every member is a uint64_t so the struct has no padding and Python can
-   read it in one ffi.unpack; the order is part of the ABI. */
+/* Members are ordered widest first so the struct has no inner padding;
+   Python reads it with a struct format derived from cffi's offsets. */
 typedef struct {
     uint64_t raw_lo;
     uint64_t raw_hi;           /* upper 8 bytes, 0 when not used */
     uint64_t slot_offset;      /* byte offset in the table (batch decoders) */
-    uint64_t kind;             /* enum ksi_descriptor_kind */
-    uint64_t type;             /* the 4-bit type field */
-    uint64_t flags;            /* enum ksi_descriptor_flag bits */
-    uint64_t dpl;
-    uint64_t width;            /* operand/address size in bits: 16, 32, 64, or 0 */
-    uint64_t size;             /* bytes the descriptor occupies: 8 or 16 */
     uint64_t base;
-    uint64_t raw_limit;        /* the 20-bit limit field */
+    uint64_t offset;           /* gates: entry point offset */
     uint64_t limit;            /* effective limit: last valid offset if expand-up */
     uint64_t range_first;      /* first valid offset */
     uint64_t range_last;       /* last valid offset (expand-down: 0xFFFF or 0xFFFFFFFF) */
-    uint64_t selector;         /* gates: target segment selector */
-    uint64_t offset;           /* gates: entry point offset */
-    uint64_t ist;              /* long-mode interrupt/trap gates */
-    uint64_t param_count;      /* legacy call gates */
-    uint64_t anomalies;        /* enum ksi_descriptor_anomaly bits */
+    uint32_t flags;            /* enum ksi_descriptor_flag bits */
+    uint32_t anomalies;        /* enum ksi_descriptor_anomaly bits */
+    uint32_t raw_limit;        /* the 20-bit limit field */
+    uint16_t selector;         /* gates: target segment selector */
+    uint16_t width;            /* operand/address size in bits: 16, 32, 64, or 0 */
+    uint8_t kind;              /* enum ksi_descriptor_kind */
+    uint8_t type;              /* the 4-bit type field */
+    uint8_t dpl;
+    uint8_t size;              /* bytes the descriptor occupies: 8 or 16 */
+    uint8_t ist;               /* long-mode interrupt/trap gates */
+    uint8_t param_count;       /* legacy call gates */
 } ksi_descriptor;
 
 int ksi_decode_selector(uint64_t value, ksi_selector *out);

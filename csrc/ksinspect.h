@@ -6,5 +6,6 @@
 #include "ksi_segment.h"
 #include "ksi_paging.h"
 #include "ksi_debugreg.h"
+#include "ksi_live.h"
 
 #endif

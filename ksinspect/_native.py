@@ -8,6 +8,7 @@ Decoded C structs hold only ``uint64_t`` members, so a whole struct is read
 with one ``struct.unpack`` over its buffer; the field order is checked
 against the cdef when this module is imported.
 """
+import mmap
 import struct
 import threading
 from typing import List, Optional, Sequence, Tuple
@@ -30,32 +31,36 @@ if _built_for != __version__:
         "rebuild it with 'pip install .'" % (_built_for, __version__))
 
 
-def _fields_of(ctype: str) -> Tuple[str, ...]:
-    names = []
+_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _layout(ctype: str) -> Tuple[Tuple[str, ...], struct.Struct]:
+    """Field names and a struct format for a C struct of unsigned integers
+    (and arrays of them), built from cffi's offsets so the two cannot drift."""
+    names, fmt, position = [], "=", 0
     for name, field in ffi.typeof(ctype).fields:
-        if field.type.kind == "array":
-            names.extend("%s[%d]" % (name, i) for i in range(field.type.length))
-        else:
-            if ffi.sizeof(field.type) != 8:
-                raise BuildMismatchError("%s.%s is not a uint64_t" % (ctype, name))
-            names.append(name)
-    if len(names) * 8 != ffi.sizeof(ctype):
-        raise BuildMismatchError("%s has padding or non-uint64 members" % ctype)
-    return tuple(names)
+        item = field.type.item if field.type.kind == "array" else field.type
+        count = field.type.length if field.type.kind == "array" else 1
+        if item.kind != "primitive" or ffi.sizeof(item) not in _CODES:
+            raise BuildMismatchError("%s.%s is not an unsigned integer" % (ctype, name))
+        if field.offset < position:
+            raise BuildMismatchError("%s.%s overlaps the field before it" % (ctype, name))
+        fmt += "x" * (field.offset - position) + _CODES[ffi.sizeof(item)] * count
+        position = field.offset + ffi.sizeof(item) * count
+        names.extend(name if count == 1 else "%s[%d]" % (name, i) for i in range(count))
+    fmt += "x" * (ffi.sizeof(ctype) - position)
+    record = struct.Struct(fmt)
+    if record.size != ffi.sizeof(ctype):
+        raise BuildMismatchError("%s: struct format %s does not match sizeof" % (ctype, fmt))
+    return tuple(names), record
 
 
-SELECTOR_FIELDS = _fields_of("ksi_selector")
-DESCRIPTOR_FIELDS = _fields_of("ksi_descriptor")
-PTE_FIELDS = _fields_of("ksi_pte")
-DR7_FIELDS = _fields_of("ksi_dr7")
-DR6_FIELDS = _fields_of("ksi_dr6")
+SELECTOR_FIELDS, SELECTOR_RECORD = _layout("ksi_selector")
+DESCRIPTOR_FIELDS, DESCRIPTOR_RECORD = _layout("ksi_descriptor")
+PTE_FIELDS, PTE_RECORD = _layout("ksi_pte")
+DR7_FIELDS, DR7_RECORD = _layout("ksi_dr7")
+DR6_FIELDS, DR6_RECORD = _layout("ksi_dr6")
 
-_unpack = {name: struct.Struct("=%dQ" % len(fields)).unpack
-           for name, fields in (("ksi_selector", SELECTOR_FIELDS),
-                                ("ksi_descriptor", DESCRIPTOR_FIELDS),
-                                ("ksi_pte", PTE_FIELDS),
-                                ("ksi_dr7", DR7_FIELDS),
-                                ("ksi_dr6", DR6_FIELDS))}
 U64_MAX = (1 << 64) - 1
 
 
@@ -106,57 +111,78 @@ def decode_selector(value: int) -> tuple:
     if not 0 <= value <= 0xFFFF:
         raise DecodeError("selector %#x does not fit in 16 bits" % value)
     lib.ksi_decode_selector(value, _scratch.selector)
-    return _unpack["ksi_selector"](_scratch.selector_buf)
+    return SELECTOR_RECORD.unpack(_scratch.selector_buf)
 
 
 # --- descriptors -----------------------------------------------------------
+
+_decode_descriptor = lib.ksi_decode_descriptor
+_unpack_descriptor = DESCRIPTOR_RECORD.unpack
+
 
 def decode_descriptor(lo: int, hi: Optional[int], mode: int) -> tuple:
     """Decode one descriptor; returns the ksi_descriptor fields in order."""
     scratch = _scratch
     try:
-        status = lib.ksi_decode_descriptor(lo, hi or 0, hi is not None, mode, scratch.descriptor)
+        if hi is None:
+            status = _decode_descriptor(lo, 0, 0, mode, scratch.descriptor)
+        else:
+            status = _decode_descriptor(lo, hi, 1, mode, scratch.descriptor)
     except OverflowError:
         _check_u64(lo, "descriptor low qword")
         _check_u64(hi or 0, "descriptor high qword")
         raise
     if status:
         _raise_for(status, "descriptor %#x" % lo)
-    return _unpack["ksi_descriptor"](scratch.descriptor_buf)
+    return _unpack_descriptor(scratch.descriptor_buf)
+
+
+# Large outputs come from an anonymous mapping faulted in by one syscall
+# (MAP_POPULATE): per-page faults on a fresh 100 MB array cost more than
+# the decoding itself.
+_POPULATE_FLAGS = (getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+                   | getattr(mmap, "MAP_POPULATE", 0)) if hasattr(mmap, "MAP_POPULATE") else 0
+_POPULATE_MIN_BYTES = 1 << 20
+
+
+def _new_array(ctype: str, count: int):
+    """A writable C array of count structs (its contents are overwritten by C)."""
+    count = max(count, 1)
+    size = count * ffi.sizeof(ctype)
+    if _POPULATE_FLAGS and size >= _POPULATE_MIN_BYTES:
+        mapping = mmap.mmap(-1, size, flags=_POPULATE_FLAGS)
+        # The cdata keeps the buffer alive, and the buffer keeps the mapping.
+        return ffi.cast(ctype + " *", ffi.from_buffer(mapping, require_writable=True)), mapping
+    return ffi.new(ctype + "[]", count), None
 
 
 def _rows(out, count: int, ctype: str) -> memoryview:
-    """The C output array as a flat memoryview of uint64 (no copy)."""
-    return memoryview(ffi.buffer(out, count * ffi.sizeof(ctype))).cast("Q")
+    """The C output (a cdata array or its mapping) as bytes, without a copy;
+    rows are read with the *_RECORD formats."""
+    size = count * ffi.sizeof(ctype)
+    if isinstance(out, mmap.mmap):
+        return memoryview(out)[:size]
+    return memoryview(ffi.buffer(out, size))
 
 
 def decode_descriptor_table(data, mode: int, table: int) -> memoryview:
     """Decode a descriptor table held in a bytes-like object (zero copy in).
 
-    Returns the ksi_descriptor structs as one flat uint64 memoryview,
-    len(DESCRIPTOR_FIELDS) values per descriptor.
+    Returns the ksi_descriptor structs as one memoryview (DESCRIPTOR_RECORD per row).
     """
     view = memoryview(data).cast("B")
     length = len(view)
     capacity = length // 8
-    out = ffi.new("ksi_descriptor[]", max(capacity, 1))
+    out, mapping = _new_array("ksi_descriptor", capacity)
     count = ffi.new("size_t *")
     status = lib.ksi_decode_descriptor_table(ffi.from_buffer(view), length, mode, table,
                                              out, capacity, count)
     if status not in (lib.KSI_OK, lib.KSI_ERR_TRUNCATED):
         _raise_for(status, "descriptor table")
-    return _rows(out, count[0], "ksi_descriptor")
+    return _rows(mapping if mapping is not None else out, count[0], "ksi_descriptor")
 
 
 # --- paging entries ---------------------------------------------------------
-
-def _paging_config(maxphyaddr: int, pat: int, options: int):
-    config = _scratch.pte_config
-    config.maxphyaddr = maxphyaddr
-    config.pat_msr = pat
-    config.options = options
-    return config
-
 
 def pat_default() -> int:
     return lib.ksi_pat_default()
@@ -166,37 +192,44 @@ def paging_levels(mode: int) -> int:
     return lib.ksi_paging_levels(mode)
 
 
+_decode_pte = lib.ksi_decode_pte
+_unpack_pte = PTE_RECORD.unpack
+
+
 def decode_pte(value: int, mode: int, level: int, maxphyaddr: int, pat: int,
                options: int) -> tuple:
-    _check_u64(pat, "IA32_PAT")
     scratch = _scratch
-    config = _paging_config(maxphyaddr, pat, options)
+    config = scratch.pte_config
     try:
-        status = lib.ksi_decode_pte(value, config, mode, level, scratch.pte)
+        config.maxphyaddr = maxphyaddr
+        config.pat_msr = pat
+        config.options = options
+        status = _decode_pte(value, config, mode, level, scratch.pte)
     except OverflowError:
         _check_u64(value, "paging entry")
-        raise
+        _check_u64(pat, "IA32_PAT")
+        raise DecodeError("MAXPHYADDR %r is out of range" % (maxphyaddr,)) from None
     if status:
         _raise_for(status, "paging entry %#x (mode %d, level %d)" % (value, mode, level))
-    return _unpack["ksi_pte"](scratch.pte_buf)
+    return _unpack_pte(scratch.pte_buf)
 
 
 def decode_pte_table(data, mode: int, level: int, maxphyaddr: int, pat: int,
                      options: int) -> memoryview:
-    """Decode consecutive entries; returns the ksi_pte structs as a flat uint64 memoryview."""
+    """Decode consecutive entries; returns the ksi_pte structs as one memoryview (PTE_RECORD per row)."""
     view = memoryview(data).cast("B")
     width = 4 if mode == lib.KSI_PAGING_32BIT else 8
     if len(view) % width:
         raise TruncatedDataError("paging entries: %d bytes is not a multiple of the %d-byte entry"
                                  % (len(view), width))
     count = len(view) // width
-    out = ffi.new("ksi_pte[]", max(count, 1))
+    out, mapping = _new_array("ksi_pte", count)
     config = ffi.new("ksi_paging_config *", (maxphyaddr, pat, options))
     status = lib.ksi_decode_pte_table(ffi.from_buffer(view), len(view), config, mode, level,
                                       out, count)
     if status:
         _raise_for(status, "paging entries (mode %d, level %d)" % (mode, level))
-    return _rows(out, count, "ksi_pte")
+    return _rows(mapping if mapping is not None else out, count, "ksi_pte")
 
 
 # --- debug registers --------------------------------------------------------
@@ -204,13 +237,13 @@ def decode_pte_table(data, mode: int, level: int, maxphyaddr: int, pat: int,
 def decode_dr7(value: int, options: int) -> tuple:
     _check_u64(value, "DR7")
     lib.ksi_decode_dr7(value, options, _scratch.dr7)
-    return _unpack["ksi_dr7"](_scratch.dr7_buf)
+    return DR7_RECORD.unpack(_scratch.dr7_buf)
 
 
 def decode_dr6(value: int) -> tuple:
     _check_u64(value, "DR6")
     lib.ksi_decode_dr6(value, _scratch.dr6)
-    return _unpack["ksi_dr6"](_scratch.dr6_buf)
+    return DR6_RECORD.unpack(_scratch.dr6_buf)
 
 
 def decode_dr7_batch(values: Sequence[int], options: int) -> memoryview:

@@ -36,3 +36,7 @@ class UnsupportedError(KsinspectError, NotImplementedError):
 
 class BuildMismatchError(KsinspectError, ImportError):
     """The compiled core does not belong to this version of the package."""
+
+
+class LiveOSError(KsinspectError, OSError):
+    """A system call made to inspect the live machine failed; ``errno`` says why."""

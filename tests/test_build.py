@@ -61,9 +61,20 @@ def test_build_lists_every_source_and_header():
         assert '#include "%s"' % header in umbrella
 
 
-def test_decoded_structs_are_flat_uint64():
-    # The Python side reads each struct with one unpack: no padding allowed.
-    for ctype, fields in (("ksi_descriptor", _native.DESCRIPTOR_FIELDS),
-                          ("ksi_pte", _native.PTE_FIELDS), ("ksi_dr7", _native.DR7_FIELDS),
-                          ("ksi_dr6", _native.DR6_FIELDS), ("ksi_selector", _native.SELECTOR_FIELDS)):
-        assert _native.ffi.sizeof(ctype) == 8 * len(fields)
+def test_struct_formats_match_the_compiled_layout():
+    # Python reads each decoded struct with one unpack; the format is derived
+    # from cffi's offsets, and each field must land where C put it.
+    ffi = _native.ffi
+    for ctype, fields, record in (
+            ("ksi_descriptor", _native.DESCRIPTOR_FIELDS, _native.DESCRIPTOR_RECORD),
+            ("ksi_pte", _native.PTE_FIELDS, _native.PTE_RECORD),
+            ("ksi_dr7", _native.DR7_FIELDS, _native.DR7_RECORD),
+            ("ksi_dr6", _native.DR6_FIELDS, _native.DR6_RECORD),
+            ("ksi_selector", _native.SELECTOR_FIELDS, _native.SELECTOR_RECORD)):
+        assert record.size == ffi.sizeof(ctype)
+        value = ffi.new(ctype + " *")
+        scalar = [name for name in fields if "[" not in name]
+        for i, name in enumerate(scalar, start=1):
+            setattr(value, name, i)
+        row = dict(zip(fields, record.unpack(ffi.buffer(value))))
+        assert [row[name] for name in scalar] == list(range(1, len(scalar) + 1))

@@ -4,6 +4,7 @@ A batch decode is one C call that fills an array of structs. The array
 stays in C memory; a value object is built only for the rows a caller
 touches, and whole columns can be read without building any.
 """
+import struct
 from typing import Callable, Generic, Iterator, List, Sequence, Tuple, TypeVar, Union, overload
 
 T = TypeVar("T")
@@ -13,24 +14,24 @@ class DecodedBatch(Sequence[T], Generic[T]):
     """Rows of a C batch decode, each turned into a value on access.
 
     Args:
-        rows: flat uint64 memoryview, ``len(fields)`` values per row.
+        rows: the C output array's bytes, one ``record`` per row.
         fields: the C struct's member names, in order.
+        record: the struct format of one row.
         make: builds the value of row ``i`` from its tuple of fields.
     """
 
-    def __init__(self, rows: memoryview, fields: Sequence[str],
+    def __init__(self, rows: memoryview, fields: Sequence[str], record: struct.Struct,
                  make: Callable[[int, Tuple[int, ...]], T]):
         self._rows = rows
-        self._width = len(fields)
         self._fields = tuple(fields)
+        self._record = record
         self._make = make
 
     def __len__(self) -> int:
-        return len(self._rows) // self._width
+        return len(self._rows) // self._record.size
 
     def _row(self, i: int) -> Tuple[int, ...]:
-        start = i * self._width
-        return tuple(self._rows[start:start + self._width])
+        return self._record.unpack_from(self._rows, i * self._record.size)
 
     @overload
     def __getitem__(self, i: int) -> T: ...
@@ -49,8 +50,8 @@ class DecodedBatch(Sequence[T], Generic[T]):
         return self._make(i, self._row(i))
 
     def __iter__(self) -> Iterator[T]:
-        for i in range(len(self)):
-            yield self._make(i, self._row(i))
+        for i, row in enumerate(self._record.iter_unpack(self._rows)):
+            yield self._make(i, row)
 
     def column(self, name: str) -> List[int]:
         """Every row's value of one C field (e.g. ``"kind"``, ``"frame"``), without building values."""
@@ -58,7 +59,7 @@ class DecodedBatch(Sequence[T], Generic[T]):
             index = self._fields.index(name)
         except ValueError:
             raise KeyError("no field %r (fields: %s)" % (name, ", ".join(self._fields))) from None
-        return self._rows[index::self._width].tolist()
+        return [row[index] for row in self._record.iter_unpack(self._rows)]
 
     def __repr__(self) -> str:
         return "<%s of %d rows>" % (type(self).__name__, len(self))

@@ -102,6 +102,8 @@ ANOMALY_TEXT = {
 }
 
 _flags = FlagCache(DescriptorFlag)
+# Plain ints: IntFlag arithmetic runs Python code, too slow for hot paths.
+_F = {member.name: int(member.value) for member in DescriptorFlag}
 _anomalies = FlagCache(DescriptorAnomaly)
 
 _CODE_DATA_TYPES = (
@@ -135,11 +137,22 @@ _I_PARAMS, _I_ANOMALIES = _IDX["param_count"], _IDX["anomalies"]
 _I_RAW_HI, _I_SLOT = _IDX["raw_hi"], _IDX["slot_offset"]
 
 
-def _mode(mode) -> DescriptorMode:
+# key (a DescriptorMode or its name) -> (mode, C mode code); looked up by
+# string on the hot path because hashing an Enum runs Python code.
+_MODE_INFO = {}
+for _m in DescriptorMode:
+    _MODE_INFO[_m] = _MODE_INFO[_m.value] = (_m, _MODE_CODE[_m])
+
+
+def _mode_info(mode):
     try:
-        return mode if isinstance(mode, DescriptorMode) else DescriptorMode(mode)
-    except ValueError:
+        return _MODE_INFO[mode]
+    except (KeyError, TypeError):
         raise DecodeError("unknown descriptor mode %r (expected 'legacy' or 'long')" % (mode,)) from None
+
+
+def _mode(mode) -> DescriptorMode:
+    return _mode_info(mode)[0]
 
 
 @dataclass(frozen=True)
@@ -182,9 +195,8 @@ class SegmentDescriptor:
         Raises:
             DecodeError: a qword wider than 64 bits or an unknown mode.
         """
-        mode = _mode(mode)
-        decoded = _native.decode_descriptor(raw, raw_high, _MODE_CODE[mode])
-        return _from_decoded(decoded, mode, address)
+        mode, code = _MODE_INFO.get(mode) or _mode_info(mode)
+        return _from_decoded(_native.decode_descriptor(raw, raw_high, code), mode, address)
 
     @staticmethod
     def from_bytes(data: bytes, mode="long", address: Optional[int] = None) -> "SegmentDescriptor":
@@ -226,51 +238,51 @@ class SegmentDescriptor:
     @property
     def system(self) -> bool:
         """S=0: a system descriptor or gate (and the null descriptor)."""
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.SYSTEM)
+        return bool(self._d[_I_FLAGS] & _F["SYSTEM"])
 
     @property
     def present(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.PRESENT)
+        return bool(self._d[_I_FLAGS] & _F["PRESENT"])
 
     @property
     def granularity(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.GRANULARITY)
+        return bool(self._d[_I_FLAGS] & _F["GRANULARITY"])
 
     @property
     def long(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.LONG)
+        return bool(self._d[_I_FLAGS] & _F["LONG"])
 
     @property
     def db(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.DB)
+        return bool(self._d[_I_FLAGS] & _F["DB"])
 
     @property
     def avl(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.AVL)
+        return bool(self._d[_I_FLAGS] & _F["AVL"])
 
     @property
     def accessed(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.ACCESSED)
+        return bool(self._d[_I_FLAGS] & _F["ACCESSED"])
 
     @property
     def readable(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.READABLE)
+        return bool(self._d[_I_FLAGS] & _F["READABLE"])
 
     @property
     def writable(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.WRITABLE)
+        return bool(self._d[_I_FLAGS] & _F["WRITABLE"])
 
     @property
     def conforming(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.CONFORMING)
+        return bool(self._d[_I_FLAGS] & _F["CONFORMING"])
 
     @property
     def expand_down(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.EXPAND_DOWN)
+        return bool(self._d[_I_FLAGS] & _F["EXPAND_DOWN"])
 
     @property
     def executable(self) -> bool:
-        return bool(self._d[_I_FLAGS] & DescriptorFlag.EXECUTABLE)
+        return bool(self._d[_I_FLAGS] & _F["EXECUTABLE"])
 
     @property
     def dpl(self) -> int:
@@ -557,12 +569,18 @@ class Gate(SegmentDescriptor):
         return notes
 
 
+_new, _set = object.__new__, object.__setattr__
+_CLASS_OF_KIND = tuple(Gate if kind in GATE_KINDS else SegmentDescriptor for kind in _KINDS)
+_HAS_UPPER = int(DescriptorFlag.HAS_UPPER)
+
+
 def _from_decoded(decoded: tuple, mode: DescriptorMode, address: Optional[int]) -> SegmentDescriptor:
     """Build the value without re-decoding (the fast path for batches)."""
-    cls = Gate if _KINDS[decoded[_I_KIND]] in GATE_KINDS else SegmentDescriptor
-    obj = object.__new__(cls)
-    raw_high = decoded[_I_RAW_HI] if decoded[_I_FLAGS] & DescriptorFlag.HAS_UPPER else None
-    obj.__dict__.update(raw=decoded[0], raw_high=raw_high, mode=mode, address=address, _d=decoded)
+    obj = _new(_CLASS_OF_KIND[decoded[_I_KIND]])
+    raw_high = decoded[_I_RAW_HI] if decoded[_I_FLAGS] & _HAS_UPPER else None
+    # Fill the frozen instance directly: __init__ would decode again.
+    _set(obj, "__dict__", {"raw": decoded[0], "raw_high": raw_high, "mode": mode,
+                           "address": address, "_d": decoded})
     return obj
 
 
@@ -596,7 +614,7 @@ def decode_descriptor_table(data, mode="long", table: str = "segments",
         raise TruncatedDataError("descriptor table: %d bytes is not a multiple of 8" % length)
     rows = _native.decode_descriptor_table(data, _MODE_CODE[mode], _TABLE_CODES[table])
     if base_address is None:
-        return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS,
+        return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS, _native.DESCRIPTOR_RECORD,
                             lambda i, d: _from_decoded(d, mode, None))
-    return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS,
+    return DecodedBatch(rows, _native.DESCRIPTOR_FIELDS, _native.DESCRIPTOR_RECORD,
                         lambda i, d: _from_decoded(d, mode, base_address + d[_I_SLOT]))

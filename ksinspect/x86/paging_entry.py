@@ -99,6 +99,8 @@ def memory_type_label(value: int) -> str:
 
 
 _flags = FlagCache(PteFlag)
+# Plain ints: IntFlag arithmetic runs Python code, too slow for hot paths.
+_F = {member.name: int(member.value) for member in PteFlag}
 _anomalies = FlagCache(PteAnomaly)
 _IDX = {name: i for i, name in enumerate(_native.PTE_FIELDS)}
 _I_FLAGS, _I_PKEY, _I_FRAME = _IDX["flags"], _IDX["pkey"], _IDX["frame"]
@@ -106,19 +108,39 @@ _I_PAGE_SIZE, _I_PAT_INDEX, _I_MEMTYPE = _IDX["page_size"], _IDX["pat_index"], _
 _I_RESERVED, _I_ANOMALIES = _IDX["reserved_bits"], _IDX["anomalies"]
 
 
-def paging_mode(mode) -> PagingMode:
-    """Accept a PagingMode or its name ("32", "pae", "4level", "5level")."""
-    if isinstance(mode, PagingMode):
-        return mode
+_MODE_CODE = {m: _native.PAGING_MODES[m.value] for m in PagingMode}
+# key (a PagingMode or its name) -> (mode, C mode code, levels that exist).
+# Looked up by string on the hot path: hashing an Enum runs Python code.
+_MODE_INFO = {}
+for _m in PagingMode:
+    for _key in (_m, _m.value):
+        _MODE_INFO[_key] = (_m, _MODE_CODE[_m], frozenset(LEVEL_NAMES[_m]))
+_MODE_INFO[32] = _MODE_INFO["32"]
+
+
+def _mode_info(mode):
     try:
-        return PagingMode(str(mode).lower())
-    except ValueError:
+        return _MODE_INFO[mode]
+    except (KeyError, TypeError):
+        pass
+    try:
+        return _MODE_INFO[str(mode).lower()]
+    except KeyError:
         raise DecodeError("unknown paging mode %r (expected 32, pae, 4level or 5level)"
                           % (mode,)) from None
 
 
+def paging_mode(mode) -> PagingMode:
+    """Accept a PagingMode or its name ("32", "pae", "4level", "5level")."""
+    return _mode_info(mode)[0]
+
+
+_PSE, _NXE = _native.PAGING_OPTION_PSE, _native.PAGING_OPTION_NXE
+_new, _set = object.__new__, object.__setattr__
+
+
 def _options(pse: bool, nxe: bool) -> int:
-    return (_native.PAGING_OPTION_PSE if pse else 0) | (_native.PAGING_OPTION_NXE if nxe else 0)
+    return (_PSE if pse else 0) | (_NXE if nxe else 0)
 
 
 def _check_level(mode: PagingMode, level: int) -> None:
@@ -152,7 +174,7 @@ class PagingEntry:
             _check_level(mode, self.level)
             object.__setattr__(self, "mode", mode)
             object.__setattr__(self, "_d", _native.decode_pte(
-                self.raw, _native.PAGING_MODES[mode.value], self.level, self.maxphyaddr,
+                self.raw, _MODE_CODE[mode], self.level, self.maxphyaddr,
                 self.pat_msr, _options(self.pse, self.nxe)))
 
     @staticmethod
@@ -173,14 +195,17 @@ class PagingEntry:
         Raises:
             DecodeError: unknown mode, a level the mode lacks, or a value too wide.
         """
-        mode = paging_mode(mode)
-        _check_level(mode, level)
+        mode, code, levels = _mode_info(mode)
+        if level not in levels:
+            _check_level(mode, level)
         pat = PAT_DEFAULT if pat is None else pat
-        decoded = _native.decode_pte(raw, _native.PAGING_MODES[mode.value], level, maxphyaddr,
-                                     pat, _options(pse, nxe))
-        obj = object.__new__(PagingEntry)
-        obj.__dict__.update(raw=raw, mode=mode, level=level, maxphyaddr=maxphyaddr, pat_msr=pat,
-                            pse=pse, nxe=nxe, address=address, _d=decoded)
+        decoded = _native.decode_pte(raw, code, level, maxphyaddr, pat,
+                                     (_PSE if pse else 0) | (_NXE if nxe else 0))
+        obj = _new(PagingEntry)
+        # Fill the frozen instance directly: __init__ would decode again.
+        _set(obj, "__dict__", {"raw": raw, "mode": mode, "level": level, "maxphyaddr": maxphyaddr,
+                               "pat_msr": pat, "pse": pse, "nxe": nxe, "address": address,
+                               "_d": decoded})
         return obj
 
     # -- decoded facts ---------------------------------------------------
@@ -196,18 +221,18 @@ class PagingEntry:
     def _flag(self, bit: int) -> bool:
         return bool(self._d[_I_FLAGS] & bit)
 
-    present = property(lambda self: self._flag(PteFlag.PRESENT), doc="P (bit 0)")
-    writable = property(lambda self: self._flag(PteFlag.WRITABLE), doc="R/W (bit 1)")
-    user = property(lambda self: self._flag(PteFlag.USER), doc="U/S (bit 2)")
-    pwt = property(lambda self: self._flag(PteFlag.PWT), doc="PWT (bit 3)")
-    pcd = property(lambda self: self._flag(PteFlag.PCD), doc="PCD (bit 4)")
-    accessed = property(lambda self: self._flag(PteFlag.ACCESSED), doc="A (bit 5)")
-    dirty = property(lambda self: self._flag(PteFlag.DIRTY), doc="D (bit 6), leaf entries only")
-    large = property(lambda self: self._flag(PteFlag.LARGE), doc="PS (bit 7): maps a large page")
-    global_ = property(lambda self: self._flag(PteFlag.GLOBAL), doc="G (bit 8), leaf entries only")
-    pat = property(lambda self: self._flag(PteFlag.PAT), doc="PAT (bit 7 of a PTE, 12 of a large page)")
-    nx = property(lambda self: self._flag(PteFlag.NX), doc="XD (bit 63) with EFER.NXE=1")
-    leaf = property(lambda self: self._flag(PteFlag.LEAF), doc="present and maps a page")
+    present = property(lambda self: self._flag(_F["PRESENT"]), doc="P (bit 0)")
+    writable = property(lambda self: self._flag(_F["WRITABLE"]), doc="R/W (bit 1)")
+    user = property(lambda self: self._flag(_F["USER"]), doc="U/S (bit 2)")
+    pwt = property(lambda self: self._flag(_F["PWT"]), doc="PWT (bit 3)")
+    pcd = property(lambda self: self._flag(_F["PCD"]), doc="PCD (bit 4)")
+    accessed = property(lambda self: self._flag(_F["ACCESSED"]), doc="A (bit 5)")
+    dirty = property(lambda self: self._flag(_F["DIRTY"]), doc="D (bit 6), leaf entries only")
+    large = property(lambda self: self._flag(_F["LARGE"]), doc="PS (bit 7): maps a large page")
+    global_ = property(lambda self: self._flag(_F["GLOBAL"]), doc="G (bit 8), leaf entries only")
+    pat = property(lambda self: self._flag(_F["PAT"]), doc="PAT (bit 7 of a PTE, 12 of a large page)")
+    nx = property(lambda self: self._flag(_F["NX"]), doc="XD (bit 63) with EFER.NXE=1")
+    leaf = property(lambda self: self._flag(_F["LEAF"]), doc="present and maps a page")
 
     @property
     def pkey(self) -> Optional[int]:
@@ -418,16 +443,16 @@ def decode_paging_entries(data, mode="4level", level: int = 1, maxphyaddr: int =
     mode = paging_mode(mode)
     _check_level(mode, level)
     pat = PAT_DEFAULT if pat is None else pat
-    rows = _native.decode_pte_table(data, _native.PAGING_MODES[mode.value], level, maxphyaddr,
+    rows = _native.decode_pte_table(data, _MODE_CODE[mode], level, maxphyaddr,
                                     pat, _options(pse, nxe))
     width = mode.entry_size
 
     def make(i: int, d: Tuple[int, ...]) -> PagingEntry:
-        obj = object.__new__(PagingEntry)
-        obj.__dict__.update(raw=d[0], mode=mode, level=level, maxphyaddr=maxphyaddr, pat_msr=pat,
-                            pse=pse, nxe=nxe,
-                            address=None if base_address is None else base_address + i * width,
-                            _d=d)
+        obj = _new(PagingEntry)
+        _set(obj, "__dict__", {"raw": d[0], "mode": mode, "level": level, "maxphyaddr": maxphyaddr,
+                               "pat_msr": pat, "pse": pse, "nxe": nxe,
+                               "address": None if base_address is None else base_address + i * width,
+                               "_d": d})
         return obj
 
-    return DecodedBatch(rows, _native.PTE_FIELDS, make)
+    return DecodedBatch(rows, _native.PTE_FIELDS, _native.PTE_RECORD, make)
