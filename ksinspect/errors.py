@@ -40,3 +40,25 @@ class BuildMismatchError(KsinspectError, ImportError):
 
 class LiveOSError(KsinspectError, OSError):
     """A system call made to inspect the live machine failed; ``errno`` says why."""
+
+
+class ImageFormatError(KsinspectError, ValueError):
+    """A memory image is not in a format ksinspect reads, or its headers are broken."""
+
+
+class InvalidAddressError(KsinspectError, LookupError):
+    """An address cannot be translated or read.
+
+    Attributes:
+        address: the virtual or physical address asked for.
+        level: the paging level where translation stopped (5..1), or None
+            for a physical address that is simply not in the image.
+        entry: the paging-structure entry found at that level, if any.
+    """
+
+    def __init__(self, message: str, address: int, level: Optional[int] = None,
+                 entry: Optional[int] = None):
+        super().__init__(message)
+        self.address = address
+        self.level = level
+        self.entry = entry

@@ -1,0 +1,7 @@
+"""Subcommands of the ``ksinspect`` tool, one module per concern.
+
+Each module has ``register(subparsers, output)`` which adds its subcommands
+(``output`` is the parent parser holding --format/--json) and sets ``func``
+on each; a command function takes ``(args, out)`` and returns an exit status.
+Commands parse and render; the library does the work.
+"""

@@ -1,0 +1,37 @@
+"""Argument parsing shared by the subcommands."""
+import argparse
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong (exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (the caller exits 2)."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_int(text: str, what: str, bits: int = 64) -> int:
+    """A number as analysts type it: hex by default (``0x`` optional, WinDbg's
+    backtick separator allowed), decimal with the ``0n`` prefix."""
+    cleaned = text.strip().replace("`", "").replace("_", "")
+    try:
+        if cleaned.lower().startswith("0n"):
+            value = int(cleaned[2:], 10)
+        else:
+            value = int(cleaned[2:] if cleaned.lower().startswith("0x") else cleaned, 16)
+    except ValueError:
+        raise UsageError("argument %s: %r is not a hex number" % (what, text)) from None
+    if value < 0 or value >> bits:
+        raise UsageError("argument %s: %s does not fit in %d bits" % (what, text, bits))
+    return value
+
+
+def parse_hex_bytes(text: str, what: str) -> bytes:
+    cleaned = "".join(text.split()).replace("0x", "").replace(",", "")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError:
+        raise UsageError("argument %s: %r is not a string of hex bytes" % (what, text)) from None
