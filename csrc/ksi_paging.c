@@ -78,7 +78,8 @@ static void decode_64bit_entry(uint64_t v, const ksi_paging_config *cfg, unsigne
     int pae = e->mode == KSI_PAGING_PAE;
     unsigned level = (unsigned)e->level;
 
-    flag_reserved(e, span(51, maxphy), KSI_PA_RESERVED_PHYS);
+    /* PAE entries reserve bits 62:M; IA-32e entries ignore 62:52 (Tables 4-8..4-11). */
+    flag_reserved(e, span(pae ? 62 : 51, maxphy), KSI_PA_RESERVED_PHYS);
     if (v & BIT(63)) {
         if (!(cfg->options & KSI_PO_NXE) || (pae && level == 3))
             flag_reserved(e, BIT(63), KSI_PA_XD_RESERVED);

@@ -236,6 +236,8 @@ int ksi_decode_descriptor(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_d
         return KSI_ERR_NULL_POINTER;
     if (mode != KSI_MODE_LEGACY && mode != KSI_MODE_LONG)
         return KSI_ERR_BAD_MODE;
+    if (mode == KSI_MODE_LEGACY)
+        have_hi = 0;   /* protected-mode descriptors are 8 bytes: no upper half */
     memset(&d, 0, sizeof d);
     decode_into(lo, hi, have_hi, mode, &d);
     *out = d;

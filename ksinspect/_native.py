@@ -11,7 +11,7 @@ against the cdef when this module is imported.
 import mmap
 import struct
 import threading
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from ._version import __version__
 from .errors import (BuildMismatchError, DecodeError, EncodeError, KsinspectError,

@@ -6,7 +6,7 @@ the table renderer, so JSON and CSV keep integers as integers.
 """
 import csv
 import json
-from typing import IO, Any, Iterable, List, Optional, Sequence
+from typing import IO, Any, List, Optional, Sequence
 
 from tabulate import tabulate
 

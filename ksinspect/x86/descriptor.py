@@ -375,7 +375,7 @@ class SegmentDescriptor:
         raw = self.raw
         if self.kind is DescriptorKind.NULL:
             return [field(raw, 63, 0, "Null", "all zero: the null descriptor (§3.4.2)")]
-        g, db = self.granularity, self.db
+        g = self.granularity
         fields = [
             field(raw, 63, 56, "Base 31:24", "base bits 31:24"),
             field(raw, 55, 55, "G", "limit counts 4 KiB units (limit = field * 4096 + 4095)"
