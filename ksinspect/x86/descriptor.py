@@ -228,6 +228,25 @@ class SegmentDescriptor:
         return table[self.type]
 
     @property
+    def short_type(self) -> str:
+        """The type as WinDbg's ``dg`` abbreviates it (``Code RE Ac``, ``TSS64 Busy``)."""
+        kind = self.kind
+        if kind is DescriptorKind.CODE:
+            return "Code %s%s%s" % ("RE" if self.readable else "EO",
+                                    " Co" if self.conforming else "", " Ac" if self.accessed else "")
+        if kind is DescriptorKind.DATA:
+            return "Data %s%s%s" % ("RW" if self.writable else "RO",
+                                    " Ed" if self.expand_down else "", " Ac" if self.accessed else "")
+        width = str(self.width) if self.width else ""
+        return {DescriptorKind.NULL: "<null>", DescriptorKind.LDT: "LDT",
+                DescriptorKind.TSS_AVAILABLE: "TSS%s Avl" % width,
+                DescriptorKind.TSS_BUSY: "TSS%s Busy" % width,
+                DescriptorKind.CALL_GATE: "CallGate%s" % width,
+                DescriptorKind.INTERRUPT_GATE: "IntGate%s" % width,
+                DescriptorKind.TRAP_GATE: "TrapGate%s" % width,
+                DescriptorKind.TASK_GATE: "TaskGate"}.get(kind, "Reserved")
+
+    @property
     def flags(self) -> DescriptorFlag:
         return _flags(self._d[_I_FLAGS])
 
