@@ -19,8 +19,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 # Order matters: a header may use types declared by the ones before it.
-HEADERS = ["ksi_common.h", "ksi_segment.h", "ksi_paging.h", "ksi_debugreg.h", "ksi_live.h"]
-SOURCES = ["ksi_common.c", "ksi_segment.c", "ksi_paging.c", "ksi_debugreg.c", "ksi_live.c"]
+HEADERS = ["ksi_common.h", "ksi_segment.h", "ksi_paging.h", "ksi_debugreg.h", "ksi_live.h",
+           "ksi_walk.h"]
+SOURCES = ["ksi_common.c", "ksi_segment.c", "ksi_paging.c", "ksi_debugreg.c", "ksi_live.c",
+           "ksi_walk.c"]
 
 _CDEF_BLOCK = re.compile(r"/\* KSI-CDEF-BEGIN \*/\n(.*?)/\* KSI-CDEF-END \*/", re.S)
 

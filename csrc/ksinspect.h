@@ -7,5 +7,6 @@
 #include "ksi_paging.h"
 #include "ksi_debugreg.h"
 #include "ksi_live.h"
+#include "ksi_walk.h"
 
 #endif

@@ -1,7 +1,9 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
-from ..errors import ImageFormatError, KsinspectError
+from ..errors import KsinspectError
 from ..render import emit, table
+from ..memory import open_image
 from ..symbols import SymbolTable
+from ..table_source import read_table
 from .. import tables
 from ._args import UsageError, parse_int
 
@@ -45,12 +47,15 @@ def _source(args, which: str):
                 or args.source.endswith((".xz", ".gz"))):
             return data, None, len(data) - 1 if data else None, None, (
                 "read as raw %s bytes from %s" % (which, args.source),)
-    try:
-        from .. import image_tables
-    except ImportError:  # the paging layer is not built in
-        raise KsinspectError("%s: reading tables from memory images needs ksinspect.paging"
-                             % args.source) from None
-    return image_tables.table_bytes(args, which)
+    with open_image(args.source, registers=args.registers) as memory:
+        found = read_table(memory, which,
+                           None if args.base is None else parse_int(args.base, "--base"),
+                           None if args.limit is None else parse_int(args.limit, "--limit"),
+                           None if args.cr3 is None else parse_int(args.cr3, "--cr3"),
+                           args.physical)
+        if args.mode is None and found.mode is not None:
+            args.mode = found.mode.value
+        return found.data, found.base, found.limit, memory.cpu, found.notes
 
 
 def _gdt_row(entry) -> dict:

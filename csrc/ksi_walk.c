@@ -1,0 +1,750 @@
+/*
+ * ksi_walk.c - page walks through CR3 (SDM vol. 3A 4.3-4.7): translation,
+ * merged enumeration of mappings, reverse lookup, virtual reads.
+ *
+ * Each entry read is decoded with ksi_decode_pte, so the walker and the
+ * single-entry decoder cannot disagree about a bit.
+ */
+#include <string.h>
+
+#include "ksi_walk.h"
+
+#define BIT(n) (1ULL << (n))
+
+/* Anomalies that make the processor fault (SDM 4.7: PFEC.RSVD). */
+#define FAULTING_ANOMALIES (KSI_PA_RESERVED_PHYS | KSI_PA_RESERVED_LEVEL | KSI_PA_XD_RESERVED)
+
+/* A paging mode described as data (volatility3 style): the modes differ
+   only by this table. */
+typedef struct {
+    int levels;
+    unsigned width;          /* bytes per entry */
+    unsigned va_bits;        /* linear-address width */
+    unsigned shift[6];       /* shift[level]: lowest linear-address bit it indexes */
+    unsigned entries[6];     /* entries[level]: entries in a table at that level */
+    int canonical;           /* 64-bit modes: sign-extended addresses */
+} mode_info;
+
+static const mode_info MODES[4] = {
+    /* 32-bit: 10 + 10 + 12 */
+    {2, 4, 32, {0, 12, 22, 0, 0, 0}, {0, 1024, 1024, 0, 0, 0}, 0},
+    /* PAE: 2 + 9 + 9 + 12; the top "table" is the 4-entry PDPT */
+    {3, 8, 32, {0, 12, 21, 30, 0, 0}, {0, 512, 512, 4, 0, 0}, 0},
+    /* 4-level: 9 x 4 + 12 */
+    {4, 8, 48, {0, 12, 21, 30, 39, 0}, {0, 512, 512, 512, 512, 0}, 1},
+    /* 5-level: 9 x 5 + 12 */
+    {5, 8, 57, {0, 12, 21, 30, 39, 48}, {0, 512, 512, 512, 512, 512}, 1},
+};
+
+static const mode_info *mode_of(int mode)
+{
+    if (mode < KSI_PAGING_32BIT || mode > KSI_PAGING_5LEVEL)
+        return NULL;
+    return &MODES[mode];
+}
+
+static int check_config(const ksi_paging_config *cfg)
+{
+    if (cfg->maxphyaddr && (cfg->maxphyaddr < 32 || cfg->maxphyaddr > 52))
+        return KSI_ERR_BAD_ARGUMENT;
+    return KSI_OK;
+}
+
+/* --- physical memory ------------------------------------------------------ */
+
+static uint64_t load_le(const uint8_t *p, unsigned width)
+{
+    uint64_t v = 0;
+    for (unsigned b = 0; b < width; b++)
+        v |= (uint64_t)p[b] << (8 * b);
+    return v;
+}
+
+/* Index of the last run with start <= pa, or -1. */
+static long find_run(const ksi_phys *mem, uint64_t pa)
+{
+    uint64_t lo = 0, hi = mem->run_count;
+    if (!mem->runs)
+        return -1;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (mem->runs[mid].start <= pa)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (long)lo - 1;
+}
+
+/* A pointer to n bytes of physical memory at pa when they lie in one run
+   and inside the mapped image; NULL otherwise. hint caches the last run. */
+static const uint8_t *direct(const ksi_phys *mem, uint64_t pa, uint64_t n, long *hint)
+{
+    const ksi_run *r;
+    uint64_t into, at;
+    long i = *hint;
+
+    if (!mem->base || !mem->runs)
+        return NULL;
+    if (i < 0 || (uint64_t)i >= mem->run_count || pa - mem->runs[i].start >= mem->runs[i].length
+        || pa < mem->runs[i].start) {
+        i = find_run(mem, pa);
+        if (i < 0)
+            return NULL;
+        *hint = i;
+    }
+    r = &mem->runs[i];
+    into = pa - r->start;
+    if (pa < r->start || into >= r->length || n > r->length - into)
+        return NULL;
+    at = r->offset + into;
+    if (at < r->offset || at > mem->base_length || n > mem->base_length - at)
+        return NULL;
+    return mem->base + at;
+}
+
+int ksi_phys_validate(const ksi_phys *mem)
+{
+    if (!mem)
+        return KSI_ERR_NULL_POINTER;
+    if (mem->run_count && (!mem->runs || !mem->base))
+        return KSI_ERR_NULL_POINTER;
+    for (uint64_t i = 0; i < mem->run_count; i++) {
+        const ksi_run *r = &mem->runs[i];
+        if (r->length == 0 || r->offset > mem->base_length
+            || r->length > mem->base_length - r->offset
+            || r->start + (r->length - 1) < r->start)
+            return KSI_ERR_BAD_ARGUMENT;
+        if (i && mem->runs[i - 1].start + (mem->runs[i - 1].length - 1) >= r->start)
+            return KSI_ERR_BAD_ARGUMENT;
+    }
+    return KSI_OK;
+}
+
+int ksi_phys_read(const ksi_phys *mem, uint64_t pa, uint8_t *out, size_t n, size_t *done)
+{
+    size_t copied = 0;
+
+    if (!mem || (!out && n) || !done)
+        return KSI_ERR_NULL_POINTER;
+    while (copied < n) {
+        uint64_t at = pa + copied, take, off, into;
+        long i;
+        const ksi_run *r;
+
+        if (at < pa)
+            break;                      /* past the top of the physical space */
+        i = find_run(mem, at);
+        r = i >= 0 ? &mem->runs[i] : NULL;
+        if (r && at - r->start < r->length && mem->base) {
+            into = at - r->start;
+            take = r->length - into;
+            if (take > n - copied)
+                take = n - copied;
+            off = r->offset + into;
+            if (off < r->offset || off > mem->base_length || take > mem->base_length - off)
+                break;
+            memcpy(out + copied, mem->base + off, (size_t)take);
+            copied += (size_t)take;
+            continue;
+        }
+        /* Not in a run: ask the callback, one piece per 4 KiB page (and never
+           past the next run); a piece it cannot read ends the read. */
+        if (!mem->read)
+            break;
+        take = 4096 - (at & 4095);
+        if (take > n - copied)
+            take = n - copied;
+        if (mem->runs && (uint64_t)(i + 1) < mem->run_count
+            && mem->runs[i + 1].start - at < take)
+            take = mem->runs[i + 1].start - at;
+        if (mem->read(mem->read_context, at, out + copied, (size_t)take) != 0)
+            break;
+        copied += (size_t)take;
+    }
+    *done = copied;
+    return copied == n ? KSI_OK : KSI_ERR_OUT_OF_RANGE;
+}
+
+/* Read one entry (4 or 8 bytes); 0 when it is not in the image. */
+static int read_entry(const ksi_phys *mem, uint64_t pa, unsigned width, uint64_t *value,
+                      long *hint)
+{
+    uint8_t buf[8];
+    size_t done;
+    const uint8_t *p = direct(mem, pa, width, hint);
+
+    if (p) {
+        *value = load_le(p, width);
+        return 1;
+    }
+    if (ksi_phys_read(mem, pa, buf, width, &done) != KSI_OK)
+        return 0;
+    *value = load_le(buf, width);
+    return 1;
+}
+
+/* --- addresses -------------------------------------------------------------- */
+
+uint64_t ksi_table_root(uint64_t cr3, int mode)
+{
+    switch (mode) {
+    case KSI_PAGING_32BIT: return cr3 & 0xFFFFF000ULL;        /* CR3[31:12] (4.3) */
+    case KSI_PAGING_PAE: return cr3 & 0xFFFFFFE0ULL;          /* CR3[31:5] (4.4.1) */
+    default: return cr3 & 0x000FFFFFFFFFF000ULL;              /* CR3[51:12] (4.5.2) */
+    }
+}
+
+static uint64_t space_mask(const mode_info *mi)
+{
+    return mi->va_bits >= 64 ? ~0ULL : BIT(mi->va_bits) - 1;
+}
+
+/* A linear address as the walk sees it (bits va_bits-1:0) back to its
+   canonical form (4.5: bits 63:va_bits copy bit va_bits-1). */
+static uint64_t canonical(const mode_info *mi, uint64_t raw)
+{
+    if (mi->canonical && (raw & BIT(mi->va_bits - 1)))
+        return raw | ~space_mask(mi);
+    return raw;
+}
+
+static int is_canonical(const mode_info *mi, uint64_t va)
+{
+    return canonical(mi, va & space_mask(mi)) == va;
+}
+
+/* --- translation ----------------------------------------------------------- */
+
+/* Decoded entries are memoized per level by value (a decode depends only
+   on the value, the level, the mode and the configuration): batches and
+   enumerations meet the same upper-level entries again and again. */
+#define DECODE_SLOTS 64
+
+typedef struct {
+    uint64_t value;           /* 0: empty (only present entries, bit 0 set, are kept) */
+    ksi_pte e;
+} decode_slot;
+
+typedef struct {
+    const ksi_phys *mem;
+    const ksi_paging_config *cfg;
+    const mode_info *mi;
+    int mode;
+    int strict;
+    int cached;
+    uint64_t root;
+    long hint;
+    ksi_pte scratch;
+    decode_slot cache[6][DECODE_SLOTS];
+} walker;
+
+static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
+                        const ksi_paging_config *cfg, int cached)
+{
+    w->mem = mem;
+    w->cfg = cfg;
+    w->mode = mode;
+    w->mi = mode_of(mode);
+    w->strict = !(cfg->options & KSI_WO_IGNORE_RESERVED);
+    w->root = ksi_table_root(cr3, mode);
+    w->hint = -1;
+    w->cached = cached;
+    if (cached)
+        memset(w->cache, 0, sizeof w->cache);
+}
+
+/* ksi_decode_pte of a present entry, memoized when the walker caches. */
+static int decode(walker *w, uint64_t value, int level, const ksi_pte **out)
+{
+    decode_slot *slot;
+    int rc;
+
+    if (!w->cached) {
+        *out = &w->scratch;
+        return ksi_decode_pte(value, w->cfg, w->mode, level, &w->scratch);
+    }
+    slot = &w->cache[level][((value >> 12) ^ (value >> 21) ^ (value >> 30)) & (DECODE_SLOTS - 1)];
+    *out = &slot->e;
+    if (slot->value == value)
+        return KSI_OK;
+    rc = ksi_decode_pte(value, w->cfg, w->mode, level, &slot->e);
+    slot->value = rc == KSI_OK ? value : 0;
+    return rc;
+}
+
+/* Whether the walk faults on this entry's reserved bits (SDM 4.7). PAE
+   PDPTEs are not read during a walk: the processor loads them into
+   registers at MOV to CR3 (4.4.1), so an image taken while this CR3 was in
+   use shows PDPTEs the CPU (or emulator: QEMU's TCG sets bit 5, the A bit,
+   which the SDM reserves) accepted. Their reserved bits stay anomalies. */
+static int faults(const walker *w, const ksi_pte *e, int level)
+{
+    if (!w->strict || !(e->anomalies & FAULTING_ANOMALIES))
+        return 0;
+    return !(w->mode == KSI_PAGING_PAE && level == 3);
+}
+
+/* Rights of one present entry folded into the running rights (4.6):
+   PAE PDPTEs carry no R/W, U/S or XD. */
+static uint32_t fold_rights(uint32_t rights, const ksi_pte *e, int mode, int level)
+{
+    if (mode == KSI_PAGING_PAE && level == 3)
+        return rights;
+    if (!(e->flags & KSI_PF_WRITABLE))
+        rights &= ~(uint32_t)KSI_WR_WRITABLE;
+    if (!(e->flags & KSI_PF_USER))
+        rights &= ~(uint32_t)KSI_WR_USER;
+    if (e->flags & KSI_PF_NX)
+        rights |= KSI_WR_NX;
+    return rights;
+}
+
+static int translate_one(walker *w, uint64_t va, ksi_translation *t)
+{
+    const mode_info *mi = w->mi;
+    uint64_t table = w->root;
+    uint32_t rights = KSI_WR_WRITABLE | KSI_WR_USER;
+    const ksi_pte *e;
+    int level;
+
+    memset(t, 0, sizeof *t);
+    t->va = va;
+    if (!mi->canonical && va > 0xFFFFFFFFULL) {
+        t->reason = KSI_WALK_TOO_WIDE;
+        return KSI_OK;
+    }
+    if (mi->canonical && !is_canonical(mi, va)) {
+        t->reason = KSI_WALK_NON_CANONICAL;
+        return KSI_OK;
+    }
+    for (level = mi->levels; level >= 1; level--) {
+        unsigned step = t->steps;
+        uint64_t index = (va >> mi->shift[level]) & (mi->entries[level] - 1);
+        uint64_t address = table + index * mi->width;
+        uint64_t value;
+        int rc;
+
+        if (!read_entry(w->mem, address, mi->width, &value, &w->hint)) {
+            /* The table is not in the image: reported at the entry that
+               points to it (or level 0 for the table CR3 names). */
+            t->reason = KSI_WALK_NOT_IN_IMAGE;
+            t->fail_level = (uint8_t)(level == mi->levels ? 0 : level + 1);
+            return KSI_OK;
+        }
+        t->index[step] = (uint16_t)index;
+        t->entry_address[step] = address;
+        t->entry_value[step] = value;
+        t->steps = (uint8_t)(step + 1);
+        if (!(value & 1)) {
+            t->reason = KSI_WALK_NOT_PRESENT;
+            t->fail_level = (uint8_t)level;
+            return KSI_OK;
+        }
+        rc = decode(w, value, level, &e);
+        if (rc != KSI_OK)
+            return rc;
+        t->anomalies |= e->anomalies;
+        if (faults(w, e, level)) {
+            t->reason = KSI_WALK_RESERVED;
+            t->fail_level = (uint8_t)level;
+            return KSI_OK;
+        }
+        rights = fold_rights(rights, e, w->mode, level);
+        if (e->flags & KSI_PF_LEAF) {
+            t->page_size = e->page_size;
+            t->pa = e->frame | (va & (e->page_size - 1));
+            t->rights = rights;
+            return KSI_OK;
+        }
+        table = e->frame;
+    }
+    return KSI_ERR_BAD_LEVEL;   /* not reached: level 1 entries are leaves */
+}
+
+static int check_walk_args(const ksi_phys *mem, int mode, const ksi_paging_config *cfg)
+{
+    if (!mem || !cfg)
+        return KSI_ERR_NULL_POINTER;
+    if (!mode_of(mode))
+        return KSI_ERR_BAD_MODE;
+    return check_config(cfg);
+}
+
+int ksi_translate(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                  uint64_t va, ksi_translation *result)
+{
+    walker w;
+    int rc = check_walk_args(mem, mode, cfg);
+
+    if (rc != KSI_OK)
+        return rc;
+    if (!result)
+        return KSI_ERR_NULL_POINTER;
+    walker_init(&w, mem, cr3, mode, cfg, 0);
+    return translate_one(&w, va, result);
+}
+
+int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
+                       const ksi_paging_config *cfg, const uint64_t *vas, size_t count,
+                       ksi_translation *full, ksi_translation_brief *brief)
+{
+    walker w;
+    ksi_translation local;
+    int rc = check_walk_args(mem, mode, cfg);
+
+    if (rc != KSI_OK)
+        return rc;
+    if (count && !vas)
+        return KSI_ERR_NULL_POINTER;
+    walker_init(&w, mem, cr3, mode, cfg, count > 8);
+    for (size_t i = 0; i < count; i++) {
+        ksi_translation *t = full ? &full[i] : &local;
+        rc = translate_one(&w, vas[i], t);
+        if (rc != KSI_OK)
+            return rc;
+        if (brief) {
+            ksi_translation_brief *b = &brief[i];
+            b->pa = t->pa;
+            b->page_size = t->page_size;
+            b->leaf = t->steps ? t->entry_value[t->steps - 1] : 0;
+            b->rights = t->rights;
+            b->reason = (uint16_t)t->reason;
+            b->fail_level = t->fail_level;
+            b->anomalies = (uint8_t)t->anomalies;
+        }
+    }
+    return KSI_OK;
+}
+
+int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                     uint64_t va, uint8_t *out, size_t n, size_t *done,
+                     ksi_translation *failure)
+{
+    walker w;
+    ksi_translation t;
+    size_t copied = 0;
+    int rc = check_walk_args(mem, mode, cfg);
+
+    if (rc != KSI_OK)
+        return rc;
+    if (!done || !failure || (!out && n))
+        return KSI_ERR_NULL_POINTER;
+    walker_init(&w, mem, cr3, mode, cfg, n > 8192);
+    memset(failure, 0, sizeof *failure);
+    while (copied < n) {
+        uint64_t at = va + copied, take;
+        size_t got;
+
+        rc = translate_one(&w, at, &t);
+        if (rc != KSI_OK)
+            return rc;
+        if (t.reason != KSI_WALK_OK) {
+            *failure = t;
+            break;
+        }
+        take = t.page_size - (at & (t.page_size - 1));
+        if (take > n - copied)
+            take = n - copied;
+        ksi_phys_read(mem, t.pa, out + copied, (size_t)take, &got);
+        copied += got;
+        if (got < take) {
+            *failure = t;     /* mapped, but its memory is not in the image */
+            break;
+        }
+    }
+    *done = copied;
+    return KSI_OK;
+}
+
+/* --- enumeration ------------------------------------------------------------- */
+
+enum { GO_ON = 0, STOP_FULL = 1, STOP_CAPPED = 2 };
+
+typedef struct enumeration enumeration;
+typedef int (*leaf_fn)(enumeration *en, uint64_t va, uint64_t size, uint64_t pa,
+                       uint64_t page_size, uint32_t rights);
+
+struct enumeration {
+    walker w;
+    ksi_walk_cursor *cur;
+    uint64_t next_raw;      /* the walk position without sign extension */
+    uint64_t last_raw;
+    leaf_fn leaf;
+    ksi_mapping *out;
+    size_t capacity;
+    size_t count;
+    int merge_rights;
+    uint64_t target_pa;     /* ksi_physical_to_virtual */
+};
+
+static int emit(enumeration *en, uint64_t start, uint64_t size, uint64_t pa,
+                uint64_t page_size, uint32_t rights, uint32_t pages)
+{
+    ksi_mapping *m;
+    if (en->count >= en->capacity)
+        return STOP_FULL;
+    m = &en->out[en->count++];
+    m->start = start;
+    m->size = size;
+    m->pa = pa;
+    m->page_size = page_size;
+    m->rights = rights;
+    m->pages = pages;
+    return GO_ON;
+}
+
+static int merge_leaf(enumeration *en, uint64_t va, uint64_t size, uint64_t pa,
+                      uint64_t page_size, uint32_t rights)
+{
+    ksi_walk_cursor *c = en->cur;
+
+    if (c->state & KSI_CS_PENDING) {
+        int adjacent = c->pending_start + c->pending_size == va;
+        int same;
+        if (en->merge_rights)
+            same = ((c->pending_rights ^ rights) & (KSI_WR_WRITABLE | KSI_WR_USER)) == 0;
+        else
+            same = c->pending_rights == rights && c->pending_page_size == page_size
+                   && c->pending_pa + c->pending_size == pa;
+        /* Never merge across the top of the space (start + size == 2^64). */
+        if (adjacent && same && va != 0) {
+            c->pending_size += size;
+            if (c->pending_pages != 0xFFFFFFFFu)
+                c->pending_pages++;
+            return GO_ON;
+        }
+        if (emit(en, c->pending_start, c->pending_size, c->pending_pa, c->pending_page_size,
+                 c->pending_rights, c->pending_pages) != GO_ON)
+            return STOP_FULL;
+    }
+    c->pending_start = va;
+    c->pending_size = size;
+    c->pending_pa = pa;
+    c->pending_page_size = page_size;
+    c->pending_rights = rights;
+    c->pending_pages = 1;
+    c->state |= KSI_CS_PENDING;
+    return GO_ON;
+}
+
+static int alias_leaf(enumeration *en, uint64_t va, uint64_t size, uint64_t pa,
+                      uint64_t page_size, uint32_t rights)
+{
+    uint64_t page_va = va & ~(page_size - 1);
+    uint64_t page_pa = pa & ~(page_size - 1);
+    (void)size;
+    if (en->target_pa - page_pa < page_size && en->target_pa >= page_pa)
+        return emit(en, page_va, page_size, page_pa, page_size, rights, 1);
+    return GO_ON;
+}
+
+/* Walk the table at table_pa (level, covering raw linear addresses from
+   base) from the entry that holds en->next_raw. */
+static int walk_table(enumeration *en, uint64_t table_pa, int level, uint64_t base,
+                      uint32_t rights)
+{
+    const mode_info *mi = en->w.mi;
+    ksi_walk_cursor *c = en->cur;
+    unsigned shift = mi->shift[level];
+    uint64_t span = BIT(shift);
+    uint64_t first = 0, count = mi->entries[level];
+    uint64_t table_bytes = count * mi->width;
+    const uint8_t *direct_table = direct(en->w.mem, table_pa, table_bytes, &en->w.hint);
+    int missing = 0;
+
+    if (en->next_raw > base)
+        first = (en->next_raw - base) >> shift;
+    for (uint64_t i = first; i < count; i++) {
+        uint64_t va = base + i * span;       /* raw */
+        uint64_t value;
+        const ksi_pte *e;
+        uint32_t r;
+        int rc;
+
+        if (va > en->last_raw)
+            return GO_ON;
+        if (c->max_entries && c->entries_read >= c->max_entries) {
+            if (va > en->next_raw)
+                en->next_raw = va;
+            return STOP_CAPPED;
+        }
+        c->entries_read++;
+        if (direct_table) {
+            value = load_le(direct_table + i * mi->width, mi->width);
+        } else if (!read_entry(en->w.mem, table_pa + i * mi->width, mi->width, &value,
+                               &en->w.hint)) {
+            if (!missing) {
+                missing = 1;
+                c->tables_missing++;
+            }
+            continue;
+        }
+        if (!(value & 1))
+            continue;
+        rc = decode(&en->w, value, level, &e);
+        if (rc != KSI_OK)
+            return -rc;   /* negative: a status, not a stop reason */
+        if (faults(&en->w, e, level)) {
+            c->reserved_skipped++;
+            continue;
+        }
+        r = fold_rights(rights, e, en->w.mode, level);
+        if (e->flags & KSI_PF_LEAF) {
+            uint64_t start = va > en->next_raw ? va : en->next_raw;
+            uint64_t end = va + (e->page_size - 1);          /* inclusive, raw */
+            uint64_t frame = e->frame, page_size = e->page_size;
+            if (end > en->last_raw)
+                end = en->last_raw;
+            rc = en->leaf(en, canonical(mi, start), end - start + 1,
+                          frame + (start - va), page_size, r);
+            if (rc != GO_ON) {
+                en->next_raw = start;
+                return rc;
+            }
+            if (end == en->last_raw) {
+                en->next_raw = end;     /* walked to the end */
+                c->state |= KSI_CS_WALKED;
+                return GO_ON;
+            }
+            en->next_raw = end + 1;
+        } else {
+            rc = walk_table(en, e->frame, level - 1, va, r);
+            if (rc != GO_ON)
+                return rc;
+            if (c->state & KSI_CS_WALKED)
+                return GO_ON;
+        }
+    }
+    return GO_ON;
+}
+
+/* first / last (canonical, inclusive) as raw walk positions; 0 when empty.
+   Addresses in the non-canonical hole round to the nearer half inside. */
+static int raw_bounds(const mode_info *mi, uint64_t first, uint64_t last, uint64_t *lo,
+                      uint64_t *hi)
+{
+    uint64_t mask = space_mask(mi);
+    if (!mi->canonical) {
+        if (first > mask)
+            return 0;
+        *lo = first;
+        *hi = last > mask ? mask : last;
+        return *lo <= *hi;
+    }
+    *lo = is_canonical(mi, first) ? (first & mask) : BIT(mi->va_bits - 1);
+    *hi = is_canonical(mi, last) ? (last & mask) : BIT(mi->va_bits - 1) - 1;
+    return *lo <= *hi;
+}
+
+static int run_enumeration(enumeration *en, uint64_t first, uint64_t last)
+{
+    ksi_walk_cursor *c = en->cur;
+    const mode_info *mi = en->w.mi;
+    uint64_t lo, hi;
+    int rc;
+
+    c->state &= ~(uint32_t)KSI_CS_CAPPED;
+    if (c->state & KSI_CS_DONE)
+        return KSI_OK;
+    if (!raw_bounds(mi, first, last, &lo, &hi)) {
+        c->state |= KSI_CS_WALKED | KSI_CS_DONE;
+        return KSI_OK;
+    }
+    en->last_raw = hi;
+    if (!(c->state & KSI_CS_STARTED)) {
+        c->next_va = canonical(mi, lo);
+        c->state |= KSI_CS_STARTED;
+    }
+    en->next_raw = c->next_va & space_mask(mi);
+    if (en->next_raw < lo)
+        en->next_raw = lo;
+
+    if (!(c->state & KSI_CS_WALKED)) {
+        rc = walk_table(en, en->w.root, mi->levels, 0, KSI_WR_WRITABLE | KSI_WR_USER);
+        if (rc < 0)
+            return -rc;
+        c->next_va = canonical(mi, en->next_raw);
+        if (rc == STOP_CAPPED) {
+            c->state |= KSI_CS_CAPPED;
+            return KSI_OK;
+        }
+        if (rc == STOP_FULL)
+            return KSI_OK;
+        c->state |= KSI_CS_WALKED;
+    }
+    if (c->state & KSI_CS_PENDING) {
+        if (emit(en, c->pending_start, c->pending_size, c->pending_pa, c->pending_page_size,
+                 c->pending_rights, c->pending_pages) != GO_ON)
+            return KSI_OK;
+        c->state &= ~(uint32_t)KSI_CS_PENDING;
+    }
+    c->state |= KSI_CS_DONE;
+    return KSI_OK;
+}
+
+static int start_enumeration(enumeration *en, const ksi_phys *mem, uint64_t cr3, int mode,
+                             const ksi_paging_config *cfg, ksi_walk_cursor *cursor,
+                             ksi_mapping *out, size_t capacity, size_t *count)
+{
+    int rc = check_walk_args(mem, mode, cfg);
+    if (rc != KSI_OK)
+        return rc;
+    if (!cursor || !out || !count)
+        return KSI_ERR_NULL_POINTER;
+    if (capacity == 0)
+        return KSI_ERR_CAPACITY;
+    *count = 0;
+    memset(en, 0, sizeof *en);
+    walker_init(&en->w, mem, cr3, mode, cfg, 1);
+    en->cur = cursor;
+    en->out = out;
+    en->capacity = capacity;
+    en->merge_rights = (cfg->options & KSI_WO_MERGE_RIGHTS) != 0;
+    return KSI_OK;
+}
+
+int ksi_mappings(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                 uint64_t first, uint64_t last, ksi_walk_cursor *cursor,
+                 ksi_mapping *out, size_t capacity, size_t *count)
+{
+    enumeration en;
+    int rc = start_enumeration(&en, mem, cr3, mode, cfg, cursor, out, capacity, count);
+    if (rc != KSI_OK)
+        return rc;
+    if (first > last)
+        return KSI_ERR_BAD_ARGUMENT;
+    en.leaf = merge_leaf;
+    rc = run_enumeration(&en, first, last);
+    *count = en.count;
+    return rc;
+}
+
+int ksi_physical_to_virtual(const ksi_phys *mem, uint64_t cr3, int mode,
+                            const ksi_paging_config *cfg, uint64_t pa,
+                            ksi_walk_cursor *cursor, ksi_mapping *out, size_t capacity,
+                            size_t *count)
+{
+    enumeration en;
+    int rc = start_enumeration(&en, mem, cr3, mode, cfg, cursor, out, capacity, count);
+    if (rc != KSI_OK)
+        return rc;
+    en.leaf = alias_leaf;
+    en.target_pa = pa;
+    rc = run_enumeration(&en, 0, ~0ULL);
+    *count = en.count;
+    return rc;
+}
+
+const char *ksi_walk_reason_text(int reason)
+{
+    switch (reason) {
+    case KSI_WALK_OK: return "mapped";
+    case KSI_WALK_NOT_PRESENT: return "not present";
+    case KSI_WALK_NOT_IN_IMAGE: return "not in image";
+    case KSI_WALK_RESERVED: return "reserved bits set";
+    case KSI_WALK_NON_CANONICAL: return "not canonical";
+    case KSI_WALK_TOO_WIDE: return "above 4 GiB";
+    default: return "unknown reason";
+    }
+}

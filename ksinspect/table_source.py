@@ -1,0 +1,89 @@
+"""Find a GDT, LDT or IDT in a memory image and read its bytes.
+
+GDTR and IDTR hold linear addresses, so a table is read through the page
+tables (``AddressSpace``) unless it is given as physical. The LDT is found
+the way the processor finds it: LDTR selects an LDT descriptor in the GDT,
+which gives the LDT's base and limit (SDM vol. 3A §3.5.1).
+"""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from .errors import KsinspectError
+from .paging import AddressSpace
+from .tables import decode_table
+from .x86 import DescriptorKind, DescriptorMode
+
+# GDTR and IDTR limits are 16 bits (SDM §2.4.1, §2.4.3).
+MAX_TABLE_LIMIT = 0xFFFF
+
+
+@dataclass(frozen=True)
+class TableBytes:
+    data: bytes
+    base: int
+    limit: int
+    mode: Optional[DescriptorMode]
+    notes: Tuple[str, ...]
+
+
+def _mode_of(cpu) -> Optional[DescriptorMode]:
+    mode = cpu.paging_mode() if cpu is not None else None
+    if mode in ("4level", "5level"):
+        return DescriptorMode.LONG
+    if mode is not None or (cpu is not None and cpu.cr0 & 1):
+        return DescriptorMode.LEGACY
+    return None
+
+
+def read_table(memory, which: str, base: Optional[int] = None, limit: Optional[int] = None,
+               cr3: Optional[int] = None, physical: bool = False) -> TableBytes:
+    """The bytes of the GDT, LDT or IDT, from the CPU state or an explicit base.
+
+    Raises:
+        KsinspectError: no CPU state and no base, a limit above 0xFFFF, or LDTR
+            selecting nothing usable.
+        InvalidAddressError: the table is not mapped or not in the image.
+    """
+    cpu = memory.cpu
+    notes = []
+    if base is None:
+        if cpu is None:
+            raise KsinspectError("%s: the image has no CPU state: give --base and --limit"
+                                 % (memory.path or "image"))
+        if which == "GDT":
+            base, limit = cpu.gdtr_base, cpu.gdtr_limit
+            notes.append("GDT at GDTR: base %#x, limit %#x" % (base, limit))
+        elif which == "IDT":
+            base, limit = cpu.idtr_base, cpu.idtr_limit
+            notes.append("IDT at IDTR: base %#x, limit %#x" % (base, limit))
+        else:
+            base, limit, note = _ldt_location(memory, cr3)
+            notes.append(note)
+    elif limit is None:
+        raise KsinspectError("--base needs --limit (the table's size minus one)")
+    if not 0 <= limit <= MAX_TABLE_LIMIT:
+        raise KsinspectError("%s limit %#x is larger than 0xFFFF, the most a descriptor-table "
+                             "register can hold" % (which, limit))
+    if physical:
+        data = memory.read(base, limit + 1)
+        notes.append("read from physical memory")
+    else:
+        space = AddressSpace(memory, cr3=cr3)
+        data = space.read(base, limit + 1)
+        notes.append("read through CR3 %#x (%s paging)" % (space.cr3, space.mode.value))
+    return TableBytes(data, base, limit, _mode_of(cpu), tuple(notes))
+
+
+def _ldt_location(memory, cr3):
+    cpu = memory.cpu
+    selector = cpu.segments["ldtr"].selector if "ldtr" in cpu.segments else 0
+    if selector >> 3 == 0:
+        raise KsinspectError("LDTR holds the null selector: no LDT is loaded")
+    gdt = read_table(memory, "GDT", cr3=cr3)
+    table = decode_table(gdt.data, "GDT", gdt.mode)
+    entry = table.by_index(selector >> 3)
+    if entry is None or entry.descriptor.kind is not DescriptorKind.LDT:
+        raise KsinspectError("LDTR %#x does not select an LDT descriptor in the GDT" % selector)
+    d = entry.descriptor
+    return d.base, d.limit, ("LDT through LDTR %#x: GDT descriptor %d gives base %#x, limit %#x"
+                             % (selector, entry.index, d.base, d.limit))
