@@ -35,6 +35,8 @@ def table(records: Sequence[dict], columns: Sequence[str], hex_columns: Sequence
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value):
+        return json.dumps(value, sort_keys=True)
     if isinstance(value, (list, tuple)):
         return ";".join(str(v) for v in value)
     if isinstance(value, dict):
