@@ -52,12 +52,23 @@ static int check_config(const ksi_paging_config *cfg)
 
 /* --- physical memory ------------------------------------------------------ */
 
+/* Little-endian loads written byte by byte (portable; compilers turn
+   them into one load on little-endian hosts). */
+static uint64_t load_le64(const uint8_t *p)
+{
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24
+           | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48
+           | (uint64_t)p[7] << 56;
+}
+
+static uint64_t load_le32(const uint8_t *p)
+{
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+}
+
 static uint64_t load_le(const uint8_t *p, unsigned width)
 {
-    uint64_t v = 0;
-    for (unsigned b = 0; b < width; b++)
-        v |= (uint64_t)p[b] << (8 * b);
-    return v;
+    return width == 8 ? load_le64(p) : load_le32(p);
 }
 
 /* Index of the last run with start <= pa, or -1. */
@@ -84,18 +95,17 @@ static const uint8_t *direct(const ksi_phys *mem, uint64_t pa, uint64_t n, long 
     uint64_t into, at;
     long i = *hint;
 
-    if (!mem->base || !mem->runs)
-        return NULL;
-    if (i < 0 || (uint64_t)i >= mem->run_count || pa - mem->runs[i].start >= mem->runs[i].length
-        || pa < mem->runs[i].start) {
+    if (i < 0 || pa - mem->runs[i].start >= mem->runs[i].length) {
+        if (!mem->base || !mem->runs)
+            return NULL;
         i = find_run(mem, pa);
         if (i < 0)
             return NULL;
         *hint = i;
     }
     r = &mem->runs[i];
-    into = pa - r->start;
-    if (pa < r->start || into >= r->length || n > r->length - into)
+    into = pa - r->start;     /* wraps to a huge value when pa < start */
+    if (into >= r->length || n > r->length - into)
         return NULL;
     at = r->offset + into;
     if (at < r->offset || at > mem->base_length || n > mem->base_length - at)
@@ -216,15 +226,40 @@ static int is_canonical(const mode_info *mi, uint64_t va)
 
 /* --- translation ----------------------------------------------------------- */
 
-/* Decoded entries are memoized per level by value (a decode depends only
-   on the value, the level, the mode and the configuration): batches and
-   enumerations meet the same upper-level entries again and again. */
+/* Decoded entries are memoized per level. ksi_decode_pte depends on an
+   entry's address bits (MAXPHYADDR-1 down to 12, 21 or 30: where the page
+   or next table is) only through ksi_pte.frame, which copies them; every
+   flag, anomaly, page size and memory type comes from the other bits. So
+   the decode of (value with its address bits cleared) serves every entry
+   with the same flags, and the frame is that decode's frame OR-ed with the
+   entry's address bits. Batches and enumerations then call ksi_decode_pte
+   once per kind of entry instead of once per entry. */
 #define DECODE_SLOTS 64
 
 typedef struct {
-    uint64_t value;           /* 0: empty (only present entries, bit 0 set, are kept) */
-    ksi_pte e;
+    uint64_t key;             /* the value without its address bits; 0: empty (present
+                                 entries, bit 0 set, are the only ones kept) */
+    ksi_pte e;                /* its decode: use flags, anomalies, page size, not raw */
 } decode_slot;
+
+/* What a walk found at one level, for the linear addresses that share
+   va >> shift[level] (they read the same entries down to this level).
+   Within one call the memory does not change, so this is exact. */
+enum { MEMO_EMPTY = 0, MEMO_TABLE = 1, MEMO_LEAF = 2, MEMO_STOP = 3, MEMO_UNREAD = 4 };
+
+typedef struct {
+    uint64_t prefix;
+    uint64_t address;
+    uint64_t value;
+    uint64_t frame;           /* next table, or the page (MEMO_LEAF) */
+    uint64_t page_size;
+    uint32_t rights;          /* after this level */
+    uint32_t anomalies;       /* after this level */
+    uint32_t kind;
+    uint32_t reason;          /* MEMO_STOP / MEMO_UNREAD */
+    uint16_t index;
+    uint8_t fail_level;
+} level_memo;
 
 typedef struct {
     const ksi_phys *mem;
@@ -233,10 +268,12 @@ typedef struct {
     int mode;
     int strict;
     int cached;
+    unsigned maxphy;
     uint64_t root;
     long hint;
     ksi_pte scratch;
     decode_slot cache[6][DECODE_SLOTS];
+    level_memo memo[6];
 } walker;
 
 static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
@@ -247,30 +284,63 @@ static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
     w->mode = mode;
     w->mi = mode_of(mode);
     w->strict = !(cfg->options & KSI_WO_IGNORE_RESERVED);
+    w->maxphy = cfg->maxphyaddr ? (unsigned)cfg->maxphyaddr : 52;
     w->root = ksi_table_root(cr3, mode);
     w->hint = -1;
     w->cached = cached;
-    if (cached)
+    if (cached) {
         memset(w->cache, 0, sizeof w->cache);
+        memset(w->memo, 0, sizeof w->memo);
+    }
 }
 
-/* ksi_decode_pte of a present entry, memoized when the walker caches. */
-static int decode(walker *w, uint64_t value, int level, const ksi_pte **out)
+static uint64_t span(unsigned hi, unsigned lo)
+{
+    return ((hi >= 63) ? ~0ULL : (BIT(hi + 1) - 1)) & ~(BIT(lo) - 1);
+}
+
+/* The address bits of a present entry (SDM Tables 4-4 to 4-20). */
+static uint64_t address_bits(const walker *w, uint64_t v, int level)
+{
+    if (w->mode == KSI_PAGING_32BIT) {
+        if (level == 2 && (v & BIT(7)) && (w->cfg->options & KSI_PO_PSE))
+            return span(31, 22);     /* PSE-36 bits 20:13 stay in the key */
+        return span(31, 12);
+    }
+    if ((v & BIT(7)) && (level == 2 || (level == 3 && w->mode != KSI_PAGING_PAE)))
+        return span(w->maxphy - 1, level == 2 ? 21 : 30);
+    return span(w->maxphy - 1, 12);
+}
+
+/* ksi_decode_pte of a present entry: *out holds its flags, anomalies and
+   page size (not its raw value), *frame its page or next-table address. */
+static int decode(walker *w, uint64_t value, int level, const ksi_pte **out, uint64_t *frame)
 {
     decode_slot *slot;
+    uint64_t bits, key;
     int rc;
 
     if (!w->cached) {
+        rc = ksi_decode_pte(value, w->cfg, w->mode, level, &w->scratch);
         *out = &w->scratch;
-        return ksi_decode_pte(value, w->cfg, w->mode, level, &w->scratch);
+        *frame = w->scratch.frame;
+        return rc;
     }
-    slot = &w->cache[level][((value >> 12) ^ (value >> 21) ^ (value >> 30)) & (DECODE_SLOTS - 1)];
+    bits = address_bits(w, value, level);
+    key = value & ~bits;
+    slot = &w->cache[level][(key ^ (key >> 6) ^ (key >> 13) ^ (key >> 52) ^ (key >> 58))
+                            & (DECODE_SLOTS - 1)];
+    if (slot->key != key) {
+        rc = ksi_decode_pte(key, w->cfg, w->mode, level, &slot->e);
+        if (rc != KSI_OK) {
+            slot->key = 0;
+            return rc;
+        }
+        slot->key = key;
+    }
     *out = &slot->e;
-    if (slot->value == value)
-        return KSI_OK;
-    rc = ksi_decode_pte(value, w->cfg, w->mode, level, &slot->e);
-    slot->value = rc == KSI_OK ? value : 0;
-    return rc;
+    *frame = slot->e.frame | (value & bits);
+    return KSI_OK;
 }
 
 /* Whether the walk faults on this entry's reserved bits (SDM 4.7). PAE
@@ -300,66 +370,144 @@ static uint32_t fold_rights(uint32_t rights, const ksi_pte *e, int mode, int lev
     return rights;
 }
 
-static int translate_one(walker *w, uint64_t va, ksi_translation *t)
+static void memo_set(walker *w, int level, uint64_t va, uint32_t kind, uint64_t index,
+                     uint64_t address, uint64_t value, uint64_t frame, uint64_t page_size,
+                     uint32_t rights, uint32_t anomalies, uint32_t reason, int fail_level)
+{
+    level_memo *m = &w->memo[level];
+    if (!w->cached)
+        return;
+    m->prefix = va >> w->mi->shift[level];
+    m->kind = kind;
+    m->index = (uint16_t)index;
+    m->address = address;
+    m->value = value;
+    m->frame = frame;
+    m->page_size = page_size;
+    m->rights = rights;
+    m->anomalies = anomalies;
+    m->reason = reason;
+    m->fail_level = (uint8_t)fail_level;
+}
+
+/* Walk va into t. Only the first t->steps members of the path arrays are
+   written; tidy zeroes the others (for output the caller keeps). */
+static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
 {
     const mode_info *mi = w->mi;
     uint64_t table = w->root;
-    uint32_t rights = KSI_WR_WRITABLE | KSI_WR_USER;
+    uint32_t rights = KSI_WR_WRITABLE | KSI_WR_USER, anomalies = 0;
     const ksi_pte *e;
-    int level;
+    uint64_t frame;
+    unsigned step = 0;
+    int level = mi->levels, rc = KSI_OK;
 
-    memset(t, 0, sizeof *t);
     t->va = va;
+    t->pa = 0;
+    t->page_size = 0;
+    t->reason = KSI_WALK_OK;
+    t->rights = 0;
+    t->fail_level = 0;
     if (!mi->canonical && va > 0xFFFFFFFFULL) {
         t->reason = KSI_WALK_TOO_WIDE;
-        return KSI_OK;
+        goto done;
     }
     if (mi->canonical && !is_canonical(mi, va)) {
         t->reason = KSI_WALK_NON_CANONICAL;
-        return KSI_OK;
+        goto done;
     }
-    for (level = mi->levels; level >= 1; level--) {
-        unsigned step = t->steps;
+    /* Replay the levels an earlier address of this call shares. */
+    if (w->cached) {
+        for (; level >= 1; level--) {
+            const level_memo *m = &w->memo[level];
+            if (m->kind == MEMO_EMPTY || m->prefix != va >> mi->shift[level])
+                break;
+            if (m->kind == MEMO_UNREAD) {
+                t->reason = m->reason;
+                t->fail_level = m->fail_level;
+                goto done;
+            }
+            t->index[step] = m->index;
+            t->entry_address[step] = m->address;
+            t->entry_value[step] = m->value;
+            step++;
+            rights = m->rights;
+            anomalies = m->anomalies;
+            if (m->kind == MEMO_TABLE) {
+                table = m->frame;
+                continue;
+            }
+            if (m->kind == MEMO_LEAF) {
+                t->page_size = m->page_size;
+                t->pa = m->frame | (va & (m->page_size - 1));
+                t->rights = rights;
+            } else {
+                t->reason = m->reason;
+                t->fail_level = m->fail_level;
+            }
+            goto done;
+        }
+    }
+    for (; level >= 1; level--) {
         uint64_t index = (va >> mi->shift[level]) & (mi->entries[level] - 1);
         uint64_t address = table + index * mi->width;
         uint64_t value;
-        int rc;
 
         if (!read_entry(w->mem, address, mi->width, &value, &w->hint)) {
             /* The table is not in the image: reported at the entry that
                points to it (or level 0 for the table CR3 names). */
             t->reason = KSI_WALK_NOT_IN_IMAGE;
             t->fail_level = (uint8_t)(level == mi->levels ? 0 : level + 1);
-            return KSI_OK;
+            memo_set(w, level, va, MEMO_UNREAD, 0, 0, 0, 0, 0, 0, 0, t->reason, t->fail_level);
+            goto done;
         }
         t->index[step] = (uint16_t)index;
         t->entry_address[step] = address;
         t->entry_value[step] = value;
-        t->steps = (uint8_t)(step + 1);
+        step++;
         if (!(value & 1)) {
             t->reason = KSI_WALK_NOT_PRESENT;
             t->fail_level = (uint8_t)level;
-            return KSI_OK;
+            memo_set(w, level, va, MEMO_STOP, index, address, value, 0, 0, rights, anomalies,
+                     t->reason, level);
+            goto done;
         }
-        rc = decode(w, value, level, &e);
+        rc = decode(w, value, level, &e, &frame);
         if (rc != KSI_OK)
-            return rc;
-        t->anomalies |= e->anomalies;
+            goto done;
+        anomalies |= e->anomalies;
         if (faults(w, e, level)) {
             t->reason = KSI_WALK_RESERVED;
             t->fail_level = (uint8_t)level;
-            return KSI_OK;
+            memo_set(w, level, va, MEMO_STOP, index, address, value, 0, 0, rights, anomalies,
+                     t->reason, level);
+            goto done;
         }
         rights = fold_rights(rights, e, w->mode, level);
         if (e->flags & KSI_PF_LEAF) {
             t->page_size = e->page_size;
-            t->pa = e->frame | (va & (e->page_size - 1));
+            t->pa = frame | (va & (e->page_size - 1));
             t->rights = rights;
-            return KSI_OK;
+            memo_set(w, level, va, MEMO_LEAF, index, address, value,
+                     frame & ~(e->page_size - 1), e->page_size, rights, anomalies, 0, 0);
+            goto done;
         }
-        table = e->frame;
+        memo_set(w, level, va, MEMO_TABLE, index, address, value, frame, 0, rights, anomalies,
+                 0, 0);
+        table = frame;
     }
-    return KSI_ERR_BAD_LEVEL;   /* not reached: level 1 entries are leaves */
+    rc = KSI_ERR_BAD_LEVEL;   /* not reached: level 1 entries are leaves */
+done:
+    t->steps = (uint8_t)step;
+    t->anomalies = anomalies;
+    if (tidy) {
+        for (unsigned i = step; i < 5; i++) {
+            t->index[i] = 0;
+            t->entry_address[i] = 0;
+            t->entry_value[i] = 0;
+        }
+    }
+    return rc;
 }
 
 static int check_walk_args(const ksi_phys *mem, int mode, const ksi_paging_config *cfg)
@@ -382,7 +530,17 @@ int ksi_translate(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_
     if (!result)
         return KSI_ERR_NULL_POINTER;
     walker_init(&w, mem, cr3, mode, cfg, 0);
-    return translate_one(&w, va, result);
+    return translate_one(&w, va, result, 1);
+}
+
+static unsigned page_shift(uint64_t size)
+{
+    unsigned shift = 12;
+    if (size == 0)
+        return 0;
+    while (shift < 63 && BIT(shift) < size)
+        shift++;
+    return shift;
 }
 
 int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
@@ -400,18 +558,19 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
     walker_init(&w, mem, cr3, mode, cfg, count > 8);
     for (size_t i = 0; i < count; i++) {
         ksi_translation *t = full ? &full[i] : &local;
-        rc = translate_one(&w, vas[i], t);
+        rc = translate_one(&w, vas[i], t, full != NULL);
         if (rc != KSI_OK)
             return rc;
         if (brief) {
             ksi_translation_brief *b = &brief[i];
             b->pa = t->pa;
-            b->page_size = t->page_size;
             b->leaf = t->steps ? t->entry_value[t->steps - 1] : 0;
-            b->rights = t->rights;
-            b->reason = (uint16_t)t->reason;
+            b->rights = (uint8_t)t->rights;
+            b->reason = (uint8_t)t->reason;
             b->fail_level = t->fail_level;
+            b->page_shift = (uint8_t)page_shift(t->page_size);
             b->anomalies = (uint8_t)t->anomalies;
+            b->reserved[0] = b->reserved[1] = b->reserved[2] = 0;
         }
     }
     return KSI_OK;
@@ -436,7 +595,7 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
         uint64_t at = va + copied, take;
         size_t got;
 
-        rc = translate_one(&w, at, &t);
+        rc = translate_one(&w, at, &t, 1);
         if (rc != KSI_OK)
             return rc;
         if (t.reason != KSI_WALK_OK) {
@@ -555,34 +714,52 @@ static int walk_table(enumeration *en, uint64_t table_pa, int level, uint64_t ba
 
     if (en->next_raw > base)
         first = (en->next_raw - base) >> shift;
+    if (base > en->last_raw)
+        return GO_ON;
+    if ((en->last_raw - base) >> shift < count)
+        count = ((en->last_raw - base) >> shift) + 1;    /* entries up to last */
     for (uint64_t i = first; i < count; i++) {
-        uint64_t va = base + i * span;       /* raw */
-        uint64_t value;
+        uint64_t va, value, frame;
         const ksi_pte *e;
         uint32_t r;
         int rc;
 
-        if (va > en->last_raw)
-            return GO_ON;
         if (c->max_entries && c->entries_read >= c->max_entries) {
+            va = base + i * span;
             if (va > en->next_raw)
                 en->next_raw = va;
             return STOP_CAPPED;
         }
-        c->entries_read++;
         if (direct_table) {
-            value = load_le(direct_table + i * mi->width, mi->width);
-        } else if (!read_entry(en->w.mem, table_pa + i * mi->width, mi->width, &value,
-                               &en->w.hint)) {
-            if (!missing) {
-                missing = 1;
-                c->tables_missing++;
+            /* Skip absent entries fast: P is bit 0 of the entry's first byte. */
+            uint64_t stop = count, j = i;
+            if (c->max_entries && c->max_entries - c->entries_read < stop - i)
+                stop = i + (c->max_entries - c->entries_read);
+            while (j < stop && !(direct_table[j * mi->width] & 1))
+                j++;
+            c->entries_read += j - i;
+            i = j;
+            if (i >= stop) {
+                i--;             /* the loop's i++ brings it back to stop */
+                continue;
             }
-            continue;
+            c->entries_read++;
+            value = load_le(direct_table + i * mi->width, mi->width);
+        } else {
+            c->entries_read++;
+            if (!read_entry(en->w.mem, table_pa + i * mi->width, mi->width, &value,
+                            &en->w.hint)) {
+                if (!missing) {
+                    missing = 1;
+                    c->tables_missing++;
+                }
+                continue;
+            }
         }
         if (!(value & 1))
             continue;
-        rc = decode(&en->w, value, level, &e);
+        va = base + i * span;       /* raw */
+        rc = decode(&en->w, value, level, &e, &frame);
         if (rc != KSI_OK)
             return -rc;   /* negative: a status, not a stop reason */
         if (faults(&en->w, e, level)) {
@@ -593,7 +770,7 @@ static int walk_table(enumeration *en, uint64_t table_pa, int level, uint64_t ba
         if (e->flags & KSI_PF_LEAF) {
             uint64_t start = va > en->next_raw ? va : en->next_raw;
             uint64_t end = va + (e->page_size - 1);          /* inclusive, raw */
-            uint64_t frame = e->frame, page_size = e->page_size;
+            uint64_t page_size = e->page_size;
             if (end > en->last_raw)
                 end = en->last_raw;
             rc = en->leaf(en, canonical(mi, start), end - start + 1,
@@ -609,7 +786,7 @@ static int walk_table(enumeration *en, uint64_t table_pa, int level, uint64_t ba
             }
             en->next_raw = end + 1;
         } else {
-            rc = walk_table(en, e->frame, level - 1, va, r);
+            rc = walk_table(en, frame, level - 1, va, r);
             if (rc != GO_ON)
                 return rc;
             if (c->state & KSI_CS_WALKED)
@@ -665,13 +842,12 @@ static int run_enumeration(enumeration *en, uint64_t first, uint64_t last)
         if (rc < 0)
             return -rc;
         c->next_va = canonical(mi, en->next_raw);
-        if (rc == STOP_CAPPED) {
-            c->state |= KSI_CS_CAPPED;
-            return KSI_OK;
-        }
         if (rc == STOP_FULL)
             return KSI_OK;
-        c->state |= KSI_CS_WALKED;
+        if (rc == STOP_CAPPED)
+            c->state |= KSI_CS_CAPPED;   /* the range found so far is emitted below */
+        else
+            c->state |= KSI_CS_WALKED;
     }
     if (c->state & KSI_CS_PENDING) {
         if (emit(en, c->pending_start, c->pending_size, c->pending_pa, c->pending_page_size,
@@ -679,7 +855,8 @@ static int run_enumeration(enumeration *en, uint64_t first, uint64_t last)
             return KSI_OK;
         c->state &= ~(uint32_t)KSI_CS_PENDING;
     }
-    c->state |= KSI_CS_DONE;
+    if (c->state & KSI_CS_WALKED)
+        c->state |= KSI_CS_DONE;
     return KSI_OK;
 }
 

@@ -92,15 +92,16 @@ typedef struct {
                                  the CR3 table, non-canonical and too-wide addresses */
 } ksi_translation;
 
-/* The short form of a translation, for large batches. */
+/* The short form of a translation, for large batches (24 bytes). */
 typedef struct {
     uint64_t pa;
-    uint64_t page_size;       /* 0 when not mapped */
     uint64_t leaf;            /* the entry that maps the page (or the last one read) */
-    uint32_t rights;
-    uint16_t reason;
+    uint8_t rights;           /* enum ksi_walk_right */
+    uint8_t reason;           /* enum ksi_walk_reason */
     uint8_t fail_level;
-    uint8_t anomalies;
+    uint8_t page_shift;       /* page size = 1 << page_shift; 0 when not mapped */
+    uint8_t anomalies;        /* enum ksi_pte_anomaly bits of every entry read */
+    uint8_t reserved[3];
 } ksi_translation_brief;
 
 /* One merged range of mapped linear addresses. */
@@ -173,9 +174,10 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
    (with KSI_WO_MERGE_RIGHTS: when R/W and U/S are equal). Writes at most
    capacity ranges (*count says how many) and returns KSI_OK; cursor->state
    then holds KSI_CS_DONE when finished, KSI_CS_CAPPED when max_entries was
-   reached (raise it to continue), and neither when out is full (call again
-   with the same cursor). Errors: bad mode or configuration, NULL pointers,
-   capacity 0, first > last. */
+   reached (the range being merged is emitted then, or by the next call when
+   out was full: see KSI_CS_PENDING; raise max_entries to continue), and
+   neither when out is full (call again with the same cursor). Errors: bad
+   mode or configuration, NULL pointers, capacity 0, first > last. */
 int ksi_mappings(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
                  uint64_t first, uint64_t last, ksi_walk_cursor *cursor,
                  ksi_mapping *out, size_t capacity, size_t *count);

@@ -34,6 +34,7 @@ OPTION_IGNORE_RESERVED = lib.KSI_WO_IGNORE_RESERVED
 OPTION_MERGE_RIGHTS = lib.KSI_WO_MERGE_RIGHTS
 STATE_DONE = lib.KSI_CS_DONE
 STATE_CAPPED = lib.KSI_CS_CAPPED
+STATE_PENDING = lib.KSI_CS_PENDING
 
 U64_MAX = (1 << 64) - 1
 
@@ -108,6 +109,11 @@ class Cursor:
     @property
     def capped(self) -> bool:
         return bool(self._c.state & STATE_CAPPED)
+
+    @property
+    def pending(self) -> bool:
+        """A merged range is held back (it may still grow, or waits for room)."""
+        return bool(self._c.state & STATE_PENDING)
 
 
 class Walker:
@@ -186,6 +192,7 @@ class Walker:
         twin._config = ffi.new("ksi_paging_config *", (self._config.maxphyaddr,
                                                       self._config.pat_msr, options))
         twin._options = options
+        twin._out = None
         return twin
 
     # -- physical memory --------------------------------------------------------------
@@ -264,18 +271,36 @@ class Walker:
             raise DecodeError("range start %#x is after its end %#x" % (first, last))
         return Cursor(first, last, max_entries)
 
-    def mappings(self, cursor: Cursor, capacity: int, merge_rights: bool = False) -> memoryview:
-        """The next chunk of merged ranges (MAPPING_RECORD per row); see Cursor.done."""
+    def mappings(self, cursor: Cursor, capacity: int, merge_rights: bool = False,
+                 fresh: bool = False) -> memoryview:
+        """The next chunk of merged ranges (MAPPING_RECORD per row); see Cursor.done.
+
+        The memoryview stays valid until the next call on this walker, or
+        for good with ``fresh`` (a new output array for this call).
+        """
         config = self._config
         if merge_rights:
             config = ffi.new("ksi_paging_config *", (config.maxphyaddr, config.pat_msr,
                                                      config.options | OPTION_MERGE_RIGHTS))
-        out = ffi.new("ksi_mapping[]", max(capacity, 1))
+        mapping = None
+        if fresh:
+            out, mapping = _new_array("ksi_mapping", capacity)
+        else:
+            out = self._output(capacity)
         status = lib.ksi_mappings(self._phys, self.cr3, self.mode, config, cursor.first,
                                   cursor.last, cursor._c, out, capacity, _scratch.count)
         if status:
             _raise_for(status, "mappings")
-        return _rows(out, _scratch.count[0], "ksi_mapping")
+        return _rows(mapping if mapping is not None else out, _scratch.count[0], "ksi_mapping")
+
+    def _output(self, capacity: int):
+        """A ksi_mapping array of at least capacity rows, reused between calls
+        (the rows a call returns are valid until the next call)."""
+        held = getattr(self, "_out", None)
+        if held is None or held[0] < capacity:
+            held = (capacity, ffi.new("ksi_mapping[]", max(capacity, 1)))
+            self._out = held
+        return held[1]
 
     def physical_to_virtual(self, pa: int, cursor: Cursor, capacity: int) -> memoryview:
         """The next chunk of pages that map pa (MAPPING_RECORD per row)."""

@@ -30,7 +30,7 @@ from .x86._bits import flag_names, html_pre
 from .x86.paging_entry import (LEVEL_NAMES, PAT_DEFAULT, PagingEntry, PagingMode, PteAnomaly,
                                _MODE_CODE, paging_mode)
 
-__all__ = ["AddressSpace", "Alias", "Mapping", "MappingStream", "Translation", "TranslationBatch", "WalkLimitError",
+__all__ = ["AddressSpace", "Alias", "Mapping", "MappingStream", "MappingTable", "Translation", "TranslationBatch", "WalkLimitError",
            "WalkStep", "DEFAULT_MAX_ENTRIES"]
 
 # Entries an enumeration may read before it stops (about a minute of work
@@ -258,28 +258,71 @@ class Alias:
             _rights_text(self.writable, self.user, self.nx))
 
 
+_M_START, _M_SIZE, _M_PA = _M["start"], _M["size"], _M["pa"]
+_M_PS, _M_RIGHTS, _M_PAGES = _M["page_size"], _M["rights"], _M["pages"]
+
+
+def _mapping(d: Tuple[int, ...], _new=object.__new__, _set=object.__setattr__) -> Mapping:
+    """A Mapping from one ksi_mapping record. The frozen dataclass is filled
+    directly: its __init__ costs more than the C walk that found the range."""
+    rights, begin, size = d[_M_RIGHTS], d[_M_START], d[_M_SIZE]
+    m = _new(Mapping)
+    _set(m, "__dict__", {
+        "start": begin, "end": begin + size, "size": size,
+        "writable": bool(rights & _w.RIGHT_WRITABLE), "user": bool(rights & _w.RIGHT_USER),
+        "nx": bool(rights & _w.RIGHT_NX), "pa": d[_M_PA], "page_size": d[_M_PS],
+        "pages": d[_M_PAGES]})
+    return m
+
+
+class MappingTable(DecodedBatch):
+    """Every merged range of a walk, held as the C records
+    (:meth:`AddressSpace.mapping_table`): a sequence of :class:`Mapping`
+    built on access; ``column(name)`` reads ``start``, ``size``, ``pa``,
+    ``page_size``, ``rights`` or ``pages`` without building any.
+    Attributes ``entries_read``, ``tables_missing`` and ``reserved_skipped``
+    are the walk's counters."""
+
+    def __init__(self, rows: memoryview, entries_read: int, tables_missing: int,
+                 reserved_skipped: int):
+        super().__init__(rows, _w.MAPPING_FIELDS, _w.MAPPING_RECORD, lambda _i, d: _mapping(d))
+        self.entries_read = entries_read
+        self.tables_missing = tables_missing
+        self.reserved_skipped = reserved_skipped
+
+
 class TranslationBatch(DecodedBatch):
     """The result of :meth:`AddressSpace.translate_many`.
 
-    One C call filled a short record per address (``pa``, ``page_size``,
-    ``leaf``: the entry that maps the page, ``rights``, ``reason``,
-    ``fail_level``); indexing builds the full :class:`Translation` (with its
-    path) on demand. :meth:`pas` and ``column(name)`` read whole columns
-    without building any.
+    One C call filled a short record per address (``pa``, ``leaf``: the
+    entry that maps the page or the last one read, ``rights``, ``reason``,
+    ``fail_level``, ``page_shift``, ``anomalies``); indexing builds the full
+    :class:`Translation` (with its decoded path) on demand. :meth:`pas`,
+    :meth:`page_sizes` and ``column(name)`` read whole columns without
+    building any.
     """
 
     def __init__(self, rows: memoryview, vas: Any, make: Callable[[int, Tuple[int, ...]], Any]):
         super().__init__(rows, _w.BRIEF_FIELDS, _w.BRIEF_RECORD, make)
         self.vas = vas
 
+    def column(self, name: str) -> List[int]:
+        """One field of every record; ``"page_size"`` is derived from ``page_shift``."""
+        if name == "page_size":
+            return [1 << shift if shift else 0 for shift in super().column("page_shift")]
+        return super().column(name)
+
     def pas(self) -> List[Optional[int]]:
         """The physical address of every input (None when not mapped)."""
-        reason = self._fields.index("reason")
-        return [row[0] if row[reason] == 0 else None
+        i_pa, i_shift = self._fields.index("pa"), self._fields.index("page_shift")
+        return [row[i_pa] if row[i_shift] else None
                 for row in self._record.iter_unpack(self._rows)]
 
+    def page_sizes(self) -> List[int]:
+        return self.column("page_size")
+
     def mapped_count(self) -> int:
-        return sum(1 for size in self.column("page_size") if size)
+        return sum(1 for shift in super().column("page_shift") if shift)
 
 
 class MappingStream(Iterator[Mapping]):
@@ -593,27 +636,55 @@ class AddressSpace:
                 progress: Optional[Callable[[float], None]]) -> Iterator[Mapping]:
         lo = self._position(cursor.first)
         span = max(self._position(cursor.last) - lo + 1, 1)
-        i_start, i_size, i_pa = _M["start"], _M["size"], _M["pa"]
-        i_ps, i_rights, i_pages = _M["page_size"], _M["rights"], _M["pages"]
         record = _w.MAPPING_RECORD
         while True:
-            rows = self._walker.mappings(cursor, chunk, merge_rights)
-            for d in record.iter_unpack(rows):
-                rights, begin, size = d[i_rights], d[i_start], d[i_size]
-                yield Mapping(begin, begin + size, size, bool(rights & _w.RIGHT_WRITABLE),
-                              bool(rights & _w.RIGHT_USER), bool(rights & _w.RIGHT_NX),
-                              d[i_pa], d[i_ps], d[i_pages])
+            # Unpack the chunk at once: the walker reuses its output array.
+            rows = list(record.iter_unpack(self._walker.mappings(cursor, chunk, merge_rights)))
+            for d in rows:
+                yield _mapping(d)
             if progress is not None:
                 progress(1.0 if cursor.done else
                          min(max(self._position(cursor.next_va) - lo, 0) / span, 1.0))
             if cursor.done:
                 return
-            if cursor.capped:
+            if cursor.capped and not cursor.pending:
                 raise WalkLimitError(
                     "the walk stopped after reading %d paging entries (max_entries) at "
                     "linear address %#x: raise the limit to go on" % (
                         cursor.entries_read, cursor.next_va),
                     resume_at=cursor.next_va, entries_read=cursor.entries_read)
+
+    def mapping_table(self, start: int = 0, end: Optional[int] = None,
+                      merge: str = "contiguous", max_entries: int = DEFAULT_MAX_ENTRIES,
+                      chunk: int = 1 << 16) -> MappingTable:
+        """Every mapped range in [start, end), merged, as one table.
+
+        What :meth:`mappings` streams, gathered in C records: the fast path
+        for whole address spaces (a Mapping is built only for the rows a
+        caller touches).
+
+        Raises:
+            DecodeError: a bad range or merge rule.
+            WalkLimitError: max_entries was reached.
+        """
+        if merge not in ("contiguous", "rights"):
+            raise DecodeError("merge rule %r is neither 'contiguous' nor 'rights'" % (merge,))
+        first, last = self._bounds(start, end)
+        cursor = self._walker.cursor(first, last, max_entries)
+        parts = []
+        while True:
+            parts.append(self._walker.mappings(cursor, chunk, merge == "rights", fresh=True))
+            if cursor.done:
+                break
+            if cursor.capped and not cursor.pending:
+                raise WalkLimitError(
+                    "the walk stopped after reading %d paging entries (max_entries) at "
+                    "linear address %#x: raise the limit to go on" % (
+                        cursor.entries_read, cursor.next_va),
+                    resume_at=cursor.next_va, entries_read=cursor.entries_read)
+        rows = parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
+        return MappingTable(rows, cursor.entries_read, cursor.tables_missing,
+                            cursor.reserved_skipped)
 
     def physical_to_virtual(self, pa: int, max_entries: int = DEFAULT_MAX_ENTRIES
                             ) -> List[Alias]:

@@ -1,0 +1,762 @@
+"""ksinspect.paging: page walks in every mode over images from the page-table
+builder (tests/pagetable_builder.py), whose bookkeeping is the expected value,
+plus hostile tables (loops, self-maps, truncated images) and random images.
+
+Rules: Intel SDM vol. 3A §4.3 (32-bit paging, PSE, PSE-36), §4.4 (PAE),
+§4.5 (4-level, 5-level, canonical addresses), §4.6 (rights), §4.7 (reserved bits).
+"""
+import io
+import json
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from image_builder import build_elf_core, qemu_cpu_state, runs_from_pages  # noqa: F401
+from ksinspect.cli import main
+from ksinspect.errors import DecodeError, ImageFormatError, InvalidAddressError, KsinspectError
+from ksinspect.memory import PhysicalMemory, Run, open_image_bytes
+from ksinspect.paging import AddressSpace, Mapping, WalkLimitError
+from pagetable_builder import NX, PAGE, PS, P, RW, US, PageTableBuilder
+
+GIB, MIB = 1 << 30, 1 << 20
+MODES = ("32", "pae", "4level", "5level")
+
+
+def space_of(builder, **kwargs):
+    return AddressSpace(builder.memory(kwargs.pop("limit", None)), cr3=builder.cr3,
+                        mode=builder.mode, nxe=builder.nxe, **kwargs)
+
+
+def check(space, expected, va):
+    t = space.translate(va)
+    assert t.pa == expected.pa_of(va), t.explain()
+    assert (t.page_size, t.writable, t.user, t.nx) == (
+        expected.page_size, expected.writable, expected.user, expected.nx), t.explain()
+    assert [(s.level, s.address, s.value) for s in t.path] == list(expected.path)
+    assert t.error is None and t.mapped
+    return t
+
+
+def sample_layout(mode):
+    """A builder with every page size the mode has and varied rights."""
+    b = PageTableBuilder(mode, pdpt_offset=0x40 if mode == "pae" else 0)
+    nx = mode != "32"
+    low = 0x08048000
+    b.map(low, 0x0123_4000, writable=False)
+    b.map(low + PAGE, 0x0123_5000, nx=nx)
+    b.map(low + 2 * PAGE, 0x0777_7000, user=False, global_=True)
+    if mode == "32":
+        b.map(0xC0000000, 0x0040_0000, size=4 * MIB, user=False)
+        b.map(0xC0400000, 0x0080_0000, size=4 * MIB, writable=False, user=False)
+    else:
+        b.map(0xC0000000, 0x0020_0000, size=2 * MIB, user=False, nx=True)
+        b.map(0xC0200000, 0x0040_0000, size=2 * MIB, user=False)
+    if mode in ("4level", "5level"):
+        b.map(0xFFFF_8880_0000_0000 if mode == "4level" else 0xFF11_0000_0000_0000,
+              0x4000_0000, size=GIB, user=False)
+        b.map(0x7FFF_FFFF_F000 if mode == "4level" else 0x00FF_FFFF_FFFF_F000,
+              0x0999_9000)
+    return b
+
+
+# -- translation in every mode ----------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_translate_every_placed_page(mode):
+    b = sample_layout(mode)
+    space = space_of(b)
+    for e in b.all_expected():
+        for va in (e.va, e.va + 0x123, e.va + e.page_size - 1):
+            check(space, e, va)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_translate_many_matches_translate(mode):
+    b = sample_layout(mode)
+    space = space_of(b)
+    rng = random.Random(7)
+    vas = []
+    for e in b.all_expected():
+        vas += [e.va, e.va + rng.randrange(e.page_size), e.va + e.page_size - 1]
+    vas += [0, 0x1000, 0x7000_0000]    # unmapped
+    batch = space.translate_many(vas)
+    assert len(batch) == len(vas)
+    singles = [space.translate(va) for va in vas]
+    assert batch.pas() == [t.pa for t in singles]
+    assert batch.page_sizes() == [t.page_size or 0 for t in singles]
+    for i in (0, 4, len(vas) - 1):
+        assert batch[i] == singles[i]
+    assert batch.mapped_count() == sum(t.mapped for t in singles)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_walk_path_names_levels(mode):
+    b = sample_layout(mode)
+    t = space_of(b).translate(0x08048000)
+    names = [s.name for s in t.path]
+    assert names == {"32": ["PDE", "PTE"], "pae": ["PDPTE", "PDE", "PTE"],
+                     "4level": ["PML4E", "PDPTE", "PDE", "PTE"],
+                     "5level": ["PML5E", "PML4E", "PDPTE", "PDE", "PTE"]}[mode]
+    assert t.path[-1].entry.leaf and t.leaf is t.path[-1].entry
+    assert [s.index for s in t.path] == [i for _, i in b.indices(0x08048000)]
+
+
+def test_pae_pdpt_at_cr3_bits_31_5():
+    # CR3[31:5] locate the 32-byte PDPT (SDM §4.4.1): not page aligned.
+    b = PageTableBuilder("pae", pdpt_offset=0xE0)
+    e = b.map(0xBFFF_F000, 0x0055_5000)
+    assert b.cr3 & 0xFFF == 0xE0
+    check(space_of(b), b.expected(e.va), 0xBFFF_F123)
+
+
+def test_one_gib_and_two_mib_pages():
+    b = PageTableBuilder("4level")
+    b.map(0xFFFF_C000_0000_0000, 3 * GIB, size=GIB)
+    b.map(0xFFFF_C000_4000_0000, 0x2_0000_0000 + 2 * MIB, size=2 * MIB)
+    space = space_of(b)
+    t = space.translate(0xFFFF_C000_3FFF_FFFF)
+    assert (t.pa, t.page_size) == (4 * GIB - 1, GIB)
+    assert t.path[-1].entry.level == 3 and t.path[-1].entry.large
+    t = space.translate(0xFFFF_C000_4012_3456)
+    assert (t.pa, t.page_size) == (0x2_0000_0000 + 2 * MIB + 0x12_3456, 2 * MIB)
+
+
+def test_pse36_four_mib_page_above_4gib():
+    # PSE-36: PDE bits 20:13 hold physical bits 39:32 (SDM Table 4-4).
+    b = PageTableBuilder("32")
+    b.map(0x8000_0000, 0x3_4540_0000, size=4 * MIB)
+    space = space_of(b, maxphyaddr=40)
+    t = check(space, b.expected(0x8000_0000), 0x803F_FFFF)
+    assert t.pa == 0x3_457F_FFFF and t.path[-1].entry.frame == 0x3_4540_0000
+
+
+def test_pse36_bits_above_maxphyaddr_are_reserved():
+    b = PageTableBuilder("32")
+    b.map(0x8000_0000, 0x3_4540_0000, size=4 * MIB)       # PA bit 33: above MAXPHYADDR 32
+    space = space_of(b, maxphyaddr=32)
+    t = space.translate(0x8000_0000)
+    assert t.pa is None and t.reason == "reserved bits set" and t.level == 2
+    assert "reserved" in t.error
+    lenient = space_of(b, maxphyaddr=32, ignore_reserved=True).translate(0x8000_0000)
+    assert lenient.mapped and lenient.anomalies
+
+
+def test_cr4_pse_off_makes_ps_a_table_pointer():
+    # Without CR4.PSE, bit 7 of a 32-bit PDE is ignored (SDM §4.3).
+    b = PageTableBuilder("32")
+    b.map(0x0040_0000, 0x0000_5000)                        # a page table in PDE[1]
+    pde = b.entry_address(b.root, 1)
+    b.write_entry(pde, b.read_entry(pde) | PS)
+    pse_on = space_of(b, pse=True).translate(0x0040_0000)
+    pse_off = space_of(b, pse=False).translate(0x0040_0000)
+    assert pse_on.page_size == 4 * MIB
+    assert (pse_off.pa, pse_off.page_size) == (0x5000, PAGE)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rights_at_each_level(mode):
+    levels = [lv for lv, _, _ in PageTableBuilder(mode).info["levels"]]
+    for level in levels:
+        for right in ("writable", "user", "nx"):
+            if right == "nx" and mode == "32":
+                continue
+            b = PageTableBuilder(mode)
+            va = 0x0804_8000
+            if level == 1:
+                kwargs = {right: right == "nx"}
+                b.map(va, 0x1000_0000, **kwargs)
+            else:
+                b.map(va, 0x1000_0000, table_rights={level: {right: right == "nx"}})
+            t = space_of(b).translate(va)
+            pae_pdpte = mode == "pae" and level == 3      # PDPTEs carry no rights (Table 4-8)
+            expected = {"writable": True, "user": True, "nx": False}
+            if not pae_pdpte:
+                expected[right] = right == "nx"
+            assert (t.writable, t.user, t.nx) == (expected["writable"], expected["user"],
+                                                  expected["nx"]), (mode, level, right)
+            assert b.expected(va).writable == t.writable
+
+
+def test_cr0_wp_decides_supervisor_writes():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x2000, writable=False, user=False)
+    assert space_of(b, wp=True).translate(0x1000).supervisor_writable is False
+    assert space_of(b, wp=False).translate(0x1000).supervisor_writable is True
+
+
+def test_nx_needs_efer_nxe():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x2000, nx=True)
+    assert space_of(b).translate(0x1000).nx is True
+    b.nxe = False
+    t = space_of(b).translate(0x1000)            # bit 63 is reserved with NXE=0 (§4.7)
+    assert t.pa is None and t.reason == "reserved bits set" and t.level == 1
+
+
+def test_pat_pcd_pwt_select_memory_type():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x2000, pcd=True, pwt=True)             # PAT index 3: UC
+    b.map(0x2000, 0x3000, pat=True, pwt=True)             # index 5: WT
+    b.map(0x20_0000, 0x40_0000, size=2 * MIB, pat=True)   # index 4 (PAT bit 12): WB
+    space = space_of(b)
+    assert space.translate(0x1000).leaf.memory_type == "UC"
+    assert space.translate(0x2000).leaf.memory_type == "WT"
+    leaf = space.translate(0x20_0000).leaf
+    assert leaf.pat and leaf.pat_index == 4 and leaf.memory_type == "WB"
+
+
+def test_global_and_dirty_bits_are_in_the_leaf():
+    b = PageTableBuilder("pae")
+    b.map(0xC000_0000, 0x0, global_=True)
+    leaf = space_of(b).translate(0xC000_0000).leaf
+    assert leaf.global_ and leaf.dirty and leaf.accessed
+
+
+# -- addresses that cannot be translated ------------------------------------------------
+
+@pytest.mark.parametrize("mode,va", [("4level", 0x0000_8000_0000_0000),
+                                     ("4level", 0xFFFF_7FFF_FFFF_FFFF),
+                                     ("5level", 0x0100_0000_0000_0000),
+                                     ("32", 1 << 32), ("pae", 0x1_0000_0000)])
+def test_non_canonical_or_too_wide_raises(mode, va):
+    space = space_of(sample_layout(mode))
+    with pytest.raises(InvalidAddressError) as info:
+        space.translate(va)
+    assert info.value.address == va
+    batch = space.translate_many([va])               # a batch reports, never raises
+    assert batch.pas() == [None] and batch[0].error
+
+
+def test_not_present_reports_level_and_entry():
+    b = sample_layout("4level")
+    t = space_of(b).translate(0x0804_8000 + 0x10 * PAGE)       # PT entry 0x58: empty
+    assert t.pa is None and t.reason == "not present" and t.level == 1
+    assert t.to_dict()["pa"] is None and "PTE" in t.error
+    with pytest.raises(InvalidAddressError) as info:
+        t.check()
+    assert (info.value.level, info.value.entry) == (1, 0)
+    t = space_of(b).translate(0x0000_1000_0000_0000)           # PML4E[32] empty
+    assert (t.level, len(t.path)) == (4, 1)
+
+
+def test_entry_pointing_past_the_image_is_not_in_image_at_its_level():
+    b = PageTableBuilder("4level")
+    b.map(0x40_0000, 0x1234_5000)
+    # Point the PDE at a page table far outside the image.
+    t0 = space_of(b).translate(0x40_0000)
+    pde = t0.path[2].address
+    b.write_entry(pde, 0x7FF0_0000 | P | RW | US)
+    t = space_of(b).translate(0x40_0000)
+    assert t.pa is None and t.reason == "not in image" and t.level == 2
+    assert t.path[-1].address == pde and "not in the image" in t.error
+    with pytest.raises(InvalidAddressError) as info:
+        t.check()
+    assert info.value.level == 2 and info.value.entry == 0x7FF0_0000 | P | RW | US
+    stream = space_of(b).mappings()
+    assert list(stream) == [] and stream.tables_missing == 1
+
+
+def test_truncated_image():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x10_0000)
+    b.map(0x1000 + 400 * PAGE, 0x20_0000)            # PTE[401] in the second half of the PT
+    pt = space_of(b).translate(0x1000).path[-1].address & ~(PAGE - 1)
+    cut = pt + PAGE // 2                             # the image ends inside the page table
+    space = space_of(b, limit=cut)
+    assert space.translate(0x1000).pa == 0x10_0000
+    t = space.translate(0x1000 + 400 * PAGE)
+    assert t.reason == "not in image" and t.level == 2
+    assert [m.start for m in space.mappings()] == [0x1000]
+
+
+def test_cr3_outside_the_image():
+    b = sample_layout("4level")
+    with pytest.raises(InvalidAddressError) as info:
+        AddressSpace(b.memory(), cr3=0x7000_0000, mode="4level")
+    assert info.value.address == 0x7000_0000 and "not in the image" in str(info.value)
+
+
+def test_cr3_zero():
+    b = sample_layout("4level")
+    with pytest.raises(InvalidAddressError):       # page 0 is not in the sparse image
+        AddressSpace(b.memory(), cr3=0, mode="4level")
+    flat = PhysicalMemory.from_bytes(b.flat())     # page 0 is zeros: nothing is mapped
+    space = AddressSpace(flat, cr3=0, mode="4level")
+    t = space.translate(0x1000)
+    assert t.reason == "not present" and t.level == 4
+    assert list(space.mappings()) == []
+
+
+def test_reserved_bits_stop_the_walk_unless_ignored():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x2000, extra=1 << 50)          # bit 50: above MAXPHYADDR 46
+    strict = space_of(b, maxphyaddr=46)
+    t = strict.translate(0x1000)
+    assert t.reason == "reserved bits set" and t.level == 1 and t.anomalies
+    stream = strict.mappings()
+    assert list(stream) == [] and stream.reserved_skipped == 1
+    lenient = space_of(b, maxphyaddr=46, ignore_reserved=True)
+    assert lenient.translate(0x1000).pa == 0x2000 | 1 << 50
+    assert space_of(b).translate(0x1000).mapped      # MAXPHYADDR 52: not reserved
+
+
+def test_pae_pdpte_reserved_bits_are_anomalies_not_faults():
+    # QEMU's TCG sets bit 5 (A) in PDPTEs, which Table 4-8 reserves; the CPU
+    # accepted them when CR3 was loaded, so the walk goes on (anomaly kept).
+    b = PageTableBuilder("pae")
+    b.map(0x1000, 0x2000)
+    pdpte = b.root
+    b.write_entry(pdpte, b.read_entry(pdpte) | 0x20)
+    t = space_of(b).translate(0x1000)
+    assert t.pa == 0x2000 and t.path[0].entry.anomalies and t.anomalies
+
+
+# -- loops and self-maps ------------------------------------------------------------------
+
+def test_pml4_entry_pointing_at_itself_terminates_and_maps_the_table():
+    b = PageTableBuilder("4level")
+    b.write_entry(b.root, b.root | P | RW | US)
+    space = space_of(b)
+    t = space.translate(0x0)                      # PML4 -> PML4 -> PML4 -> PML4[0] as a PTE
+    assert t.pa == b.root and len(t.path) == 4
+    maps = list(space.mappings())
+    assert [(m.start, m.pa, m.size) for m in maps] == [(0, b.root, PAGE)]
+
+
+def test_windows_style_self_map():
+    b = PageTableBuilder("4level")
+    data = b.map(0xFFFF_F800_0000_0000, 0x5000)
+    user = b.map(0x1_0000, 0x6000)
+    slot = 0x1ED
+    b.write_entry(b.entry_address(b.root, slot), b.root | P | RW | NX)
+    space = space_of(b)
+    pml4_self = b.va_of(slot, slot, slot, slot)
+    assert space.translate(pml4_self).pa == b.root
+    # PML4E[0] seen through the self-map is the PDPT page of the user mapping.
+    pdpt0 = b.expected(user.va).path[1][1] & ~(PAGE - 1)
+    assert space.translate(b.va_of(slot, slot, slot, 0)).pa == pdpt0
+    # The self-map's pages are enumerated like any mapping, and the walk ends.
+    maps = list(space.mappings())
+    pas = {m.pa + i * PAGE for m in maps for i in range(m.size // PAGE)}
+    assert set(b.tables) <= pas
+    assert data.pa in pas and user.pa in pas
+    in_window = [m for m in maps if b.va_of(slot, 0, 0, 0) <= m.start < b.va_of(slot + 1, 0, 0, 0)]
+    assert all(not m.user and m.nx for m in in_window)
+    assert space.physical_to_virtual(b.root)[0].va in {m.start for m in in_window}
+
+
+def test_tables_pointing_at_each_other_terminate():
+    b = PageTableBuilder("5level")
+    b.map(0x1000, 0x2000)
+    path = [s for s in space_of(b).translate(0x1000).path]
+    # Every lower table's entry 1 points back to the root: a cycle through all levels.
+    for step in path[1:]:
+        table = step.address & ~(PAGE - 1)
+        b.write_entry(table + 8, b.root | P | RW | US)
+    space = space_of(b)
+    for va in (b.va_of(0, 1, 1, 1, 1), b.va_of(0, 0, 1, 0, 1), b.va_of(0, 0, 0, 1, 1)):
+        t = space.translate(va)
+        assert len(t.path) <= 5 and (t.mapped or t.error)
+    assert len(list(space.mappings())) > 1
+
+
+def test_fully_self_referencing_root_hits_the_work_cap():
+    # Every PML4 entry points at the PML4: 2^36 mappings of one page.
+    b = PageTableBuilder("4level")
+    for i in range(512):
+        b.write_entry(b.entry_address(b.root, i), b.root | P | RW | US)
+    space = space_of(b)
+    stream = space.mappings(max_entries=200_000)
+    got = []
+    with pytest.raises(WalkLimitError) as info:
+        for m in stream:
+            got.append(m)
+    assert info.value.entries_read >= 200_000 and got
+    assert info.value.resume_at > got[-1].start
+    # Resuming where it stopped goes on from there.
+    more = space.mappings(start=info.value.resume_at, max_entries=1000)
+    with pytest.raises(WalkLimitError):
+        first = next(more)
+        assert first.start >= info.value.resume_at
+        list(more)
+    # Rights merging collapses it all into few ranges but the work is the same.
+    with pytest.raises(WalkLimitError):
+        list(space.mappings(merge="rights", max_entries=100_000))
+
+
+# -- enumeration ---------------------------------------------------------------------------
+
+def merged(expected, rule="contiguous"):
+    ranges = []
+    for e in expected:
+        if ranges:
+            last = ranges[-1]
+            adjacent = last["end"] == e.va
+            if rule == "contiguous":
+                same = (adjacent and last["pa"] + last["size"] == e.pa
+                        and (last["writable"], last["user"], last["nx"], last["page_size"])
+                        == (e.writable, e.user, e.nx, e.page_size))
+            else:
+                same = adjacent and (last["writable"], last["user"]) == (e.writable, e.user)
+            if same:
+                last["end"] += e.page_size
+                last["size"] += e.page_size
+                continue
+        ranges.append({"start": e.va, "end": e.va + e.page_size, "size": e.page_size,
+                       "writable": e.writable, "user": e.user, "nx": e.nx, "pa": e.pa,
+                       "page_size": e.page_size})
+    return ranges
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("rule", ["contiguous", "rights"])
+def test_mappings_match_the_builder(mode, rule):
+    b = sample_layout(mode)
+    # A run of contiguous pages that must merge, and one that must not.
+    for i in range(6):
+        b.map(0x1000_0000 + i * PAGE, 0x0200_0000 + i * PAGE)
+        b.map(0x1100_0000 + i * PAGE, 0x0300_0000 - i * PAGE)
+    space = space_of(b)
+    got = [m.to_dict() for m in space.mappings(merge=rule)]
+    assert got == merged(b.all_expected(), rule)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_mappings_resume_across_chunks(chunk):
+    b = sample_layout("5level")
+    for i in range(10):
+        b.map(0x2000_0000 + i * PAGE, 0x0200_0000 + i * PAGE, writable=i % 4 != 0)
+    space = space_of(b)
+    assert list(space.mappings(chunk=chunk)) == list(space.mappings())
+
+
+def test_mappings_range_clips_pages():
+    b = PageTableBuilder("pae")
+    b.map(0xC000_0000, 0x0, size=2 * MIB)
+    b.map(0xC020_0000, 0x20_0000, size=2 * MIB)
+    space = space_of(b)
+    (m,) = list(space.mappings(0xC010_0000, 0xC030_0000))
+    assert (m.start, m.end, m.pa, m.page_size) == (0xC010_0000, 0xC030_0000, 0x10_0000, 2 * MIB)
+    assert list(space.mappings(0, 0xC000_0000)) == []
+    with pytest.raises(DecodeError):
+        space.mappings(0x2000, 0x1000)
+    with pytest.raises(DecodeError):
+        space.mappings(0, 1 << 33)
+
+
+def test_mappings_do_not_merge_across_the_canonical_hole():
+    b = PageTableBuilder("4level")
+    b.map(0x7FFF_FFFF_F000, 0x1000)
+    b.map(0xFFFF_8000_0000_0000, 0x2000)
+    maps = list(space_of(b).mappings(merge="rights"))
+    assert [(m.start, m.end) for m in maps] == [(0x7FFF_FFFF_F000, 0x8000_0000_0000),
+                                               (0xFFFF_8000_0000_0000, 0xFFFF_8000_0000_1000)]
+
+
+def test_mapping_at_the_top_of_the_space():
+    b = PageTableBuilder("4level")
+    b.map(0xFFFF_FFFF_FFFF_F000, 0x3000)
+    (m,) = list(space_of(b).mappings())
+    assert (m.start, m.end, m.size) == (0xFFFF_FFFF_FFFF_F000, 1 << 64, PAGE)
+    assert m.to_dict()["end"] == 1 << 64
+
+
+def test_progress_reaches_one():
+    b = sample_layout("4level")
+    seen = []
+    list(space_of(b).mappings(progress=seen.append, chunk=1))
+    assert seen and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
+
+
+def test_physical_to_virtual_finds_every_alias():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x7000)
+    b.map(0xFFFF_8880_0000_7000, 0x7000, writable=False)
+    b.map(0xFFFF_C000_0000_0000, 0x0, size=2 * MIB)           # covers 0x7000 too
+    aliases = space_of(b).physical_to_virtual(0x7123)
+    assert [(a.va, a.page_size, a.writable) for a in aliases] == [
+        (0x1123, PAGE, True), (0xFFFF_8880_0000_7123, PAGE, False),
+        (0xFFFF_C000_0000_7123, 2 * MIB, True)]
+    assert space_of(b).physical_to_virtual(0x9_0000_0000) == []
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def test_read_across_pages_and_errors():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x9000)
+    b.map(0x2000, 0x5000)
+    b.write_phys(0x9FF0, bytes(range(16)))
+    b.write_phys(0x5000, b"ksinspect")
+    b.map(0x3000, 0x7000_0000)                        # mapped, memory not in the image
+    space = space_of(b)
+    assert space.read(0x1FF0, 25) == bytes(range(16)) + b"ksinspect"
+    assert space.read(0x1000, 0) == b""
+    with pytest.raises(InvalidAddressError) as info:
+        space.read(0x2FF0, 0x20)
+    assert info.value.address == 0x3000 and "not in the image" in str(info.value)
+    data, error = space.read_available(0x0FF8, 16)
+    assert data == b"" and error.address == 0x0FF8 and error.level == 1
+    with pytest.raises(InvalidAddressError):
+        space.read(0xFFFF_FFFF_FFFF_FFF0, 0x20)
+
+
+# -- where CR3 and the mode come from ---------------------------------------------------------
+
+def cpu_core(b, cr0=0x80050033, cr4=0x750EF0):
+    state = qemu_cpu_state()
+    state["cr"] = [cr0, 0, 0, b.cr3, cr4]
+    return open_image_bytes(build_elf_core(b.runs(), qemu_state=state))
+
+
+def test_cr3_and_mode_from_the_cpu_state():
+    b = sample_layout("4level")
+    memory = cpu_core(b)
+    space = AddressSpace(memory)
+    assert (space.mode.value, space.cr3, space.wp, space.nxe) == ("4level", b.cr3, True, True)
+    check(space, b.expected(0xC000_0000), 0xC000_0000)
+    with pytest.raises(DecodeError, match="contradicts"):
+        AddressSpace(memory, mode="pae")
+    assert AddressSpace(memory, mode="4level").mode.value == "4level"
+
+
+def test_no_cpu_state_needs_cr3_and_mode():
+    b = sample_layout("pae")
+    with pytest.raises(DecodeError):
+        AddressSpace(b.memory())
+    with pytest.raises(DecodeError):
+        AddressSpace(b.memory(), mode="pae")
+    with pytest.raises(DecodeError):
+        AddressSpace(b.memory(), cr3=b.cr3, mode="pae", maxphyaddr=60)
+
+
+class RunsOnly:
+    """A stand-in source with only the attributes the walker reads."""
+
+    def __init__(self, memory):
+        self.runs = memory.runs
+        self.buffer = memory.buffer
+
+
+class ReadOnly:
+    """A source that can only read (C calls back into Python)."""
+
+    def __init__(self, memory):
+        self._memory = memory
+        self.calls = 0
+
+    def read(self, pa, n):
+        self.calls += 1
+        return self._memory.read(pa, n)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_duck_typed_and_callback_sources(mode):
+    b = sample_layout(mode)
+    memory = b.memory()
+    reference = space_of(b)
+    for source in (RunsOnly(memory), ReadOnly(memory)):
+        space = AddressSpace(source, cr3=b.cr3, mode=mode)
+        for e in b.all_expected():
+            assert space.translate(e.va + 5).pa == e.pa + 5
+        assert list(space.mappings()) == list(reference.mappings())
+    assert source.calls > 0
+
+
+def test_broken_run_table_is_an_image_error():
+    class Broken:
+        buffer = bytes(0x3000)
+        runs = (Run(0x1000, 0x2000, 0), Run(0x2000, 0x1000, 0x1000))    # overlap
+
+    with pytest.raises(ImageFormatError):
+        AddressSpace(Broken(), cr3=0x1000, mode="4level")
+
+    class Outside:
+        buffer = bytes(0x1000)
+        runs = (Run(0, 0x2000, 0),)
+
+    with pytest.raises(ImageFormatError):
+        AddressSpace(Outside(), cr3=0, mode="4level")
+
+
+# -- presentation -------------------------------------------------------------------------------
+
+def test_translation_to_dict_and_text():
+    b = sample_layout("4level")
+    space = space_of(b)
+    t = space.translate(0xC000_0123)
+    d = t.to_dict()
+    assert list(d) == ["va", "pa", "page_size", "writable", "user", "nx", "path", "error"]
+    assert all(list(s) == ["level", "index", "address", "value"] for s in d["path"])
+    assert d["pa"] == 0x20_0123 and d["error"] is None
+    json.dumps(d)
+    assert "2 MiB page" in str(t) and "PDE" in t.explain()
+    assert t._repr_html_().startswith("<pre>")
+    missing = space.translate(0x5000_0000)
+    assert "not mapped" in str(missing) and missing.to_dict()["page_size"] is None
+    m = next(iter(space.mappings()))
+    assert list(m.to_dict()) == ["start", "end", "size", "writable", "user", "nx", "pa",
+                                 "page_size"]
+    assert isinstance(m, Mapping) and str(m)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+@pytest.fixture()
+def core_file(tmp_path):
+    b = sample_layout("4level")
+    b.write_phys(0x0123_4000, b"hello, world\0")
+    path = tmp_path / "core.elf"
+    state = qemu_cpu_state()
+    state["cr"] = [0x80050033, 0, 0, b.cr3, 0x750EF0]
+    path.write_bytes(build_elf_core(b.runs(), qemu_state=state))
+    raw = tmp_path / "raw.img"
+    raw.write_bytes(b.flat())
+    return b, str(path), str(raw)
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stream=out, errors=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_cli_vtop_json(core_file):
+    b, path, _ = core_file
+    status, out, _ = run("vtop", path, "8048123", "C0000000", "0x5000000", "--json")
+    assert status == 0
+    docs = json.loads(out)
+    assert [d["pa"] for d in docs] == [0x0123_4123, 0x20_0000, None]
+    assert list(docs[0]) == ["va", "pa", "page_size", "writable", "user", "nx", "path", "error"]
+    assert docs[2]["error"]
+    status, out, _ = run("vtop", path, "8048123")
+    assert status == 0 and "PTE" in out
+
+
+def test_cli_vtop_from_file_and_formats(core_file, tmp_path):
+    b, path, _ = core_file
+    listing = tmp_path / "vas.txt"
+    listing.write_text("# addresses\n8048000, 8049000\nc0200000\n")
+    status, out, _ = run("vtop", path, "--from-file", str(listing), "--format", "jsonl")
+    assert status == 0 and len(out.splitlines()) == 3
+    status, out, _ = run("vtop", path, "--from-file", str(listing), "--format", "csv")
+    assert status == 0 and out.splitlines()[0].startswith("va,pa,page_size")
+    status, out, _ = run("vtop", path, "--from-file", str(listing))
+    assert status == 0 and "0xc0200000" in out
+
+
+def test_cli_errors(core_file):
+    b, path, raw = core_file
+    status, _, err = run("vtop", path, "800000000000")
+    assert status == 1 and "canonical" in err and len(err.splitlines()) == 1
+    assert run("vtop", path)[0] == 2
+    status, _, err = run("vtop", raw, "1000")
+    assert status == 2 and "--cr3" in err
+    status, _, err = run("vtop", raw, "1000", "--cr3", "7f000000", "--mode", "4level")
+    assert status == 1 and "not in the image" in err
+    status, _, err = run("vtop", path, "1000", "--mode", "pae")
+    assert status == 1 and "contradicts" in err
+    assert run("maps", path, "--range", "zz")[0] == 2
+    assert run("maps", path, "--range", "2000-1000")[0] == 2
+
+
+def test_cli_maps_ptov_read(core_file):
+    b, path, raw = core_file
+    status, out, _ = run("maps", path, "--json")
+    assert status == 0
+    assert json.loads(out) == merged(b.all_expected())
+    status, out, _ = run("maps", raw, "--cr3", hex(b.cr3), "--mode", "4level", "--range",
+                         "c0000000-c0400000", "--merge", "rights", "--format", "csv")
+    assert status == 0 and len(out.splitlines()) == 2
+    status, out, _ = run("maps", path)
+    assert status == 0 and "0xc0000000" in out
+    status, out, _ = run("ptov", path, "1234567", "--json")
+    assert status == 0 and [a["va"] for a in json.loads(out)] == [0x0804_8567]
+    status, out, _ = run("ptov", path, "1234567")
+    assert status == 0 and "0x8048567" in out
+    status, out, _ = run("read", path, "8048000", "0n13")
+    assert status == 0 and "hello, world" in out
+    status, out, _ = run("read", path, "8048000", "d", "--json")
+    assert json.loads(out)["data"] == b"hello, world\0".hex()
+    status, out, err = run("read", path, "c0000000", "10")
+    assert status == 1 and "not in the image" in err
+
+
+# -- random images always terminate ------------------------------------------------------------------
+
+@st.composite
+def random_image(draw):
+    mode = draw(st.sampled_from(MODES))
+    pages = draw(st.integers(1, 6))
+    width = 4 if mode == "32" else 8
+    rng = random.Random(draw(st.integers(0, 2 ** 32)))
+    data = bytearray(pages * PAGE)
+    for i in range(0, len(data), width):
+        kind = rng.random()
+        if kind < 0.5:
+            continue
+        if kind < 0.9:                 # present, pointing inside (or just past) the image
+            value = rng.randrange(pages + 1) * PAGE | rng.getrandbits(9) | P
+            if width == 8 and rng.random() < 0.2:
+                value |= rng.getrandbits(64) & (0xFFF << 52)
+        else:
+            value = rng.getrandbits(8 * width)
+        data[i:i + width] = value.to_bytes(width, "little")
+    cr3 = draw(st.one_of(st.integers(0, pages).map(lambda n: n * PAGE),
+                         st.integers(0, (1 << 40) - 1)))
+    return mode, bytes(data), cr3, rng
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_image())
+def test_random_images_terminate_with_a_result_or_the_library_error(case):
+    mode, data, cr3, rng = case
+    memory = PhysicalMemory.from_bytes(data)
+    try:
+        space = AddressSpace(memory, cr3=cr3, mode=mode, nxe=rng.random() < 0.5,
+                             ignore_reserved=rng.random() < 0.3)
+    except KsinspectError:
+        return
+    bits = space.va_bits
+    vas = [rng.getrandbits(bits) & ~0xFFF for _ in range(40)] + [0]
+    if bits > 32:               # sign-extend: canonical addresses (SDM §4.5)
+        vas = [va | ((1 << 64) - (1 << bits)) if va >> (bits - 1) else va for va in vas]
+    vas += [va ^ (PAGE << rng.randrange(0, 30, 9)) for va in vas[:20]]   # shared prefixes
+    vas.append(rng.getrandbits(64))        # usually not canonical: reported, not raised
+    batch = space.translate_many(vas)
+    for i, va in enumerate(vas):
+        t = batch[i]
+        if t.reason in ("not canonical", "above 4 GiB"):
+            with pytest.raises(InvalidAddressError):
+                space.translate(va)
+            continue
+        assert space.translate(va) == t
+        assert len(t.path) <= space.levels
+        if t.mapped:
+            leaf = t.path[-1].entry
+            assert t.pa == leaf.frame + (va & (t.page_size - 1))
+            entries = [s.entry for s in t.path
+                       if not (mode == "pae" and s.level == 3)]
+            assert t.writable == all(e.writable for e in entries)
+            assert t.user == all(e.user for e in entries)
+            assert t.nx == any(e.nx for e in entries)
+        else:
+            assert t.error
+    pas, sizes, leaves = batch.pas(), batch.page_sizes(), batch.column("leaf")
+    for i, va in enumerate(vas):
+        t = batch[i]
+        # The memoized batch walk agrees with the one-address walk.
+        assert (pas[i], sizes[i]) == (t.pa, t.page_size or 0)
+        assert leaves[i] == (t.path[-1].value if t.path else 0)
+    try:
+        for count, m in enumerate(space.mappings(max_entries=20_000, chunk=64)):
+            assert m.size > 0 and m.end > m.start
+            probe = space.translate(m.start)
+            assert probe.pa == m.pa and probe.page_size == m.page_size
+            if count > 30:
+                break
+    except WalkLimitError:
+        pass
