@@ -29,9 +29,9 @@ The last line is exactly ``translate-vs-volatility=R1 mapping-vs-volatility=R2``
 """
 import argparse
 import collections
-import mmap
 import os
 import random
+import re
 import resource
 import struct
 import sys
@@ -168,6 +168,7 @@ def time_ksinspect_translate(space, vas, repeat):
 def time_volatility_translate(layer, vas):
     results = [None] * len(vas)
     errors = {}
+    texts = {}
     translate = layer.translate
     start = time.perf_counter()
     for i, va in enumerate(vas):
@@ -175,7 +176,29 @@ def time_volatility_translate(layer, vas):
             results[i] = translate(va)[0]
         except exceptions.InvalidAddressException as exc:
             errors[i] = exc
-    return time.perf_counter() - start, results, errors
+    elapsed = time.perf_counter() - start
+    # Keep the messages, not the exceptions (and their tracebacks).
+    for i, exc in errors.items():
+        text = refusal_text(exc)
+        errors[i] = texts.setdefault(text, text)
+    return elapsed, results, errors
+
+
+def refusal_text(exc):
+    """A Volatility exception's message with its numbers blanked, to group by."""
+    return re.sub(r"0x[0-9a-fA-F]+", "X", str(exc) or type(exc).__name__)
+
+
+def volatility_refusal(layer, va):
+    try:
+        layer.translate(va)
+    except exceptions.InvalidAddressException as exc:
+        text = refusal_text(exc)
+        if "Page Fault at entry" in text:
+            text += (" (its table could not be read whole, or all 512 entries are identical: "
+                     "Volatility refuses such tables, e.g. the espfix aliases)")
+        return text
+    return "translates it, but mapping() left it out"
 
 
 def region(va):
@@ -193,8 +216,7 @@ def compare_translations(vas, ours, theirs, errors, memory):
         if a is not None and b is None:
             exc = errors.get(i)
             why = ("physical memory not in the image" if not memory.contains(a, 1) else
-                   "Volatility refused: %s" % (str(exc).split(" at entry")[0] or
-                                               type(exc).__name__))
+                   "Volatility refused: %s" % exc)
             key = ("ksinspect only", why, region(va))
         elif a is None:
             key = ("Volatility only", "", region(va))
@@ -313,6 +335,26 @@ def main(argv=None):
     print("\n[memory]")
     measure_memory(memory, space, "ksinspect mappings()")
 
+    if args.synthetic_gib:
+        # Before Volatility runs: its caches would dominate the process's RSS.
+        print("\n[memory on a %d GiB synthetic image]" % args.synthetic_gib)
+        with tempfile.TemporaryDirectory(prefix="ksinspect-bench-") as directory:
+            path, cr3 = synthetic_image(args.synthetic_gib, directory)
+            with open_image(path) as big:
+                big_space = AddressSpace(big, cr3=cr3, mode="4level")
+                measure_memory(big, big_space, "ksinspect mappings()")
+                start = time.perf_counter()
+                n = len(big_space.mapping_table())
+                ks_big = time.perf_counter() - start
+                big_layer = volatility_layer(big, big_space)
+                start = time.perf_counter()
+                m = len(volatility_ranges(big_layer))
+                vol_big = time.perf_counter() - start
+                print("  mapping_table(): %d ranges in %.3f s; Volatility mapping(): %d ranges "
+                      "(it merges on physical contiguity alone) in %.3f s: %.0fx" % (
+                          n, ks_big, m, vol_big, vol_big / ks_big))
+                del big_layer
+
     # -- enumeration -------------------------------------------------------------------
     print("\n[enumerate every mapping]")
     table_times, stream_times = [], []
@@ -346,18 +388,19 @@ def main(argv=None):
         segs = examples.get(kind, [])
         if not segs:
             continue
-        why = collections.Counter()
+        why = collections.OrderedDict()
         for lo, hi, pa in segs:
             if kind == "ksinspect only" and not memory.contains(pa, 1):
-                why["physical memory not in the image"] += 1
+                reason = "physical memory not in the image (Volatility drops such pages)"
             elif kind == "ksinspect only":
-                why["Volatility skipped it (e.g. a table of 512 identical entries, the espfix "
-                    "aliases)"] += 1
+                reason = "Volatility: %s" % volatility_refusal(layer, lo)
             else:
-                why["?"] += 1
-        print("  %s (first %d segments): %s; e.g. %s" % (
-            kind, len(segs), "; ".join("%d %s" % (n, w) for w, n in why.most_common()),
-            ", ".join("%#x-%#x->%#x" % s for s in segs[:3])))
+                reason = "unexplained"
+            why.setdefault(reason, []).append((lo, hi, pa))
+        for reason, group in why.items():
+            print("  %s: %d of the first %d segments: %s; e.g. %s" % (
+                kind, len(group), len(segs), reason,
+                ", ".join("%#x-%#x->%#x" % seg for seg in group[:2])))
 
     # -- translation ---------------------------------------------------------------------
     print("\n[translate %d random mapped addresses]" % args.count)
@@ -382,19 +425,6 @@ def main(argv=None):
               "Volatility %s" % (kind, n, why or "-", ", ".join(regions[:4]), example[0],
                                  "%#x" % example[1] if example[1] is not None else "unmapped",
                                  "%#x" % example[2] if example[2] is not None else "refused"))
-
-    if args.synthetic_gib:
-        print("\n[memory on a %d GiB synthetic image]" % args.synthetic_gib)
-        with tempfile.TemporaryDirectory(prefix="ksinspect-bench-") as directory:
-            path, cr3 = synthetic_image(args.synthetic_gib, directory)
-            with open_image(path) as big:
-                big_space = AddressSpace(big, cr3=cr3, mode="4level")
-                measure_memory(big, big_space, "ksinspect mappings()")
-                big_layer = volatility_layer(big, big_space)
-                start = time.perf_counter()
-                n = len(volatility_ranges(big_layer))
-                print("  volatility mapping(): %d ranges in %.3f s" % (
-                    n, time.perf_counter() - start))
 
     r1 = vol_time / ks_time
     r2 = vol_map_time / ks_map_time

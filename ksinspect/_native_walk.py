@@ -165,6 +165,7 @@ class Walker:
         self.mode = mode
         self._config = ffi.new("ksi_paging_config *", (maxphyaddr, pat, options))
         self._options = options
+        self._local = threading.local()
 
     def _install_callback(self, read: Callable[[int, int], bytes],
                           missing_errors: Tuple[type, ...]) -> None:
@@ -183,17 +184,6 @@ class Walker:
         handle = ffi.callback("int(void *, uint64_t, uint8_t *, size_t)", callback, error=1)
         self._keep.append(handle)
         self._phys.read = handle
-
-    def with_options(self, options: int) -> "Walker":
-        """The same walker with other ksi_paging_config options (shares the memory)."""
-        twin = object.__new__(Walker)
-        twin._phys, twin._keep = self._phys, self._keep
-        twin.cr3, twin.mode = self.cr3, self.mode
-        twin._config = ffi.new("ksi_paging_config *", (self._config.maxphyaddr,
-                                                      self._config.pat_msr, options))
-        twin._options = options
-        twin._out = None
-        return twin
 
     # -- physical memory --------------------------------------------------------------
 
@@ -275,8 +265,8 @@ class Walker:
                  fresh: bool = False) -> memoryview:
         """The next chunk of merged ranges (MAPPING_RECORD per row); see Cursor.done.
 
-        The memoryview stays valid until the next call on this walker, or
-        for good with ``fresh`` (a new output array for this call).
+        The memoryview stays valid until this thread's next call on this
+        walker, or for good with ``fresh`` (a new output array for this call).
         """
         config = self._config
         if merge_rights:
@@ -295,11 +285,13 @@ class Walker:
 
     def _output(self, capacity: int):
         """A ksi_mapping array of at least capacity rows, reused between calls
-        (the rows a call returns are valid until the next call)."""
-        held = getattr(self, "_out", None)
+        (the rows a call returns are valid until this thread's next call: C
+        runs without the GIL, so each thread has its own)."""
+        local = self._local
+        held = getattr(local, "out", None)
         if held is None or held[0] < capacity:
             held = (capacity, ffi.new("ksi_mapping[]", max(capacity, 1)))
-            self._out = held
+            local.out = held
         return held[1]
 
     def physical_to_virtual(self, pa: int, cursor: Cursor, capacity: int) -> memoryview:

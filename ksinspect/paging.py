@@ -18,7 +18,7 @@ R/W and U/S are AND-ed over the levels, XD is OR-ed; CR0.WP decides whether
 supervisor writes obey R/W) and §4.7 (reserved bits make the walk fault).
 """
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from . import _native_walk as _w
 from ._native import PAGING_OPTION_NXE as _NXE
@@ -30,8 +30,8 @@ from .x86._bits import flag_names, html_pre
 from .x86.paging_entry import (LEVEL_NAMES, PAT_DEFAULT, PagingEntry, PagingMode, PteAnomaly,
                                _MODE_CODE, paging_mode)
 
-__all__ = ["AddressSpace", "Alias", "Mapping", "MappingStream", "MappingTable", "Translation", "TranslationBatch", "WalkLimitError",
-           "WalkStep", "DEFAULT_MAX_ENTRIES"]
+__all__ = ["AddressSpace", "Alias", "Mapping", "MappingStream", "MappingTable", "Translation",
+           "TranslationBatch", "WalkLimitError", "WalkStep", "DEFAULT_MAX_ENTRIES"]
 
 # Entries an enumeration may read before it stops (about a minute of work
 # on a slow machine; a real kernel's tables need a few million).
@@ -672,8 +672,10 @@ class AddressSpace:
         first, last = self._bounds(start, end)
         cursor = self._walker.cursor(first, last, max_entries)
         parts = []
+        capacity = min(chunk, 4096)        # small spaces need no big output array
         while True:
-            parts.append(self._walker.mappings(cursor, chunk, merge == "rights", fresh=True))
+            parts.append(self._walker.mappings(cursor, capacity, merge == "rights", fresh=True))
+            capacity = chunk
             if cursor.done:
                 break
             if cursor.capped and not cursor.pending:

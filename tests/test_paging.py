@@ -8,13 +8,12 @@ Rules: Intel SDM vol. 3A §4.3 (32-bit paging, PSE, PSE-36), §4.4 (PAE),
 import io
 import json
 import random
-import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_builder import build_elf_core, qemu_cpu_state, runs_from_pages  # noqa: F401
+from image_builder import build_elf_core, qemu_cpu_state
 from ksinspect.cli import main
 from ksinspect.errors import DecodeError, ImageFormatError, InvalidAddressError, KsinspectError
 from ksinspect.memory import PhysicalMemory, Run, open_image_bytes
@@ -483,6 +482,43 @@ def test_physical_to_virtual_finds_every_alias():
     assert space_of(b).physical_to_virtual(0x9_0000_0000) == []
 
 
+def test_mapping_table_is_the_stream_gathered():
+    b = sample_layout("4level")
+    for i in range(40):
+        b.map(0x3000_0000 + i * PAGE, 0x0500_0000 + (i % 7) * PAGE)
+    space = space_of(b)
+    for chunk in (1, 5, 1 << 16):
+        table = space.mapping_table(chunk=chunk)
+        assert list(table) == list(space.mappings())
+    assert table.column("start") == [m.start for m in table]
+    assert table[-1] == list(space.mappings())[-1] and table.entries_read > 0
+    rights = space.mapping_table(merge="rights")
+    assert list(rights) == list(space.mappings(merge="rights"))
+    b2 = PageTableBuilder("4level")
+    for i in range(512):
+        b2.write_entry(b2.entry_address(b2.root, i), b2.root | P | RW | US)
+    with pytest.raises(WalkLimitError):
+        space_of(b2).mapping_table(max_entries=50_000)
+
+
+def test_translate_many_inputs():
+    from array import array
+    b = sample_layout("4level")
+    space = space_of(b)
+    vas = array("Q", [0x0804_8000, 0xC000_0010])
+    assert space.translate_many(vas).pas() == [0x0123_4000, 0x20_0010]
+    assert space.translate_many(memoryview(vas)).pas() == [0x0123_4000, 0x20_0010]
+    assert space.translate_many(iter([0x0804_8001])).pas() == [0x0123_4001]
+    assert len(space.translate_many([])) == 0
+    for bad in ([-1], [1 << 64], ["0x1000"], b"\x00" * 8):
+        with pytest.raises(DecodeError):
+            space.translate_many(bad)
+    with pytest.raises(DecodeError):
+        space.translate("0x1000")
+    with pytest.raises(InvalidAddressError):
+        space.translate(1 << 64)
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 def test_read_across_pages_and_errors():
@@ -685,7 +721,7 @@ def test_cli_maps_ptov_read(core_file):
     assert status == 1 and "not in the image" in err
 
 
-# -- random images always terminate ------------------------------------------------------------------
+# -- random images always terminate ---------------------------------------------------
 
 @st.composite
 def random_image(draw):
@@ -760,3 +796,21 @@ def test_random_images_terminate_with_a_result_or_the_library_error(case):
                 break
     except WalkLimitError:
         pass
+
+
+def test_maps_progress_bar_only_on_a_terminal(monkeypatch):
+    from ksinspect.commands import paging as commands
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(commands, "PROGRESS_AFTER", 0.0)
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = commands._Progress(stream)
+        bar(0.5)
+        bar(1.0)
+        bar.close()
+    assert "maps: [" in tty.getvalue() and "100%" in tty.getvalue()
+    assert pipe.getvalue() == ""
