@@ -78,3 +78,12 @@ def test_struct_formats_match_the_compiled_layout():
             setattr(value, name, i)
         row = dict(zip(fields, record.unpack(ffi.buffer(value))))
         assert [row[name] for name in scalar] == list(range(1, len(scalar) + 1))
+
+
+def test_dr7_batch_entry_point_matches_single_decodes():
+    values = [0x400, 0xD0402, 0x00000000000F0403, 0xFFFFFFFF00000000, 0]
+    options = _native.DR_OPTION_LONG_MODE
+    rows = _native.decode_dr7_batch(values, options)
+    record = _native.DR7_RECORD
+    batch = [record.unpack_from(rows, i * record.size) for i in range(len(values))]
+    assert batch == [_native.decode_dr7(v, options) for v in values]

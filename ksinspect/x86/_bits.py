@@ -6,7 +6,7 @@ string and the notebook view are all drawn from that one list.
 import enum
 import html
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Type
+from typing import Dict, Iterable, List, Sequence, Type
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,3 @@ class FlagCache:
         if flag is None:
             flag = self._cache[value] = self._type(value)
         return flag
-
-
-def hex_or_none(value: Optional[int]) -> str:
-    return "None" if value is None else "%#x" % value
