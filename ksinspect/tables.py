@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import TruncatedDataError
+from .memory.cpu import SEGMENT_NAMES
 from .symbols import SymbolTable
 from .x86 import DescriptorKind, DescriptorMode, SegmentDescriptor, decode_descriptor_table
 
@@ -39,7 +40,6 @@ VECTOR_NAMES: Dict[int, Tuple[str, str]] = {
 # Gates user code may reach with INT n: #BP (INT3), #OF (INTO) and 0x80, the
 # 32-bit system call (also on x86-64 kernels with IA-32 emulation).
 USUAL_USER_VECTORS = frozenset({3, 4, 0x80})
-SEGMENT_REGISTERS = ("cs", "ss", "ds", "es", "fs", "gs")
 _GATE_KINDS = (DescriptorKind.INTERRUPT_GATE, DescriptorKind.TRAP_GATE, DescriptorKind.TASK_GATE)
 # Attribute bits compared between a segment cache and the descriptor in memory:
 # type (without the accessed bit), S, DPL, P, AVL, L, D/B, G.
@@ -171,7 +171,7 @@ def _selected_by(cpu, table: str) -> Dict[int, List[str]]:
     marks: Dict[int, List[str]] = {}
     if cpu is None:
         return marks
-    for name in SEGMENT_REGISTERS + ("ldtr", "tr"):
+    for name in SEGMENT_NAMES:
         cache = cpu.segments.get(name)
         if cache is None:
             continue
