@@ -3,7 +3,7 @@
 Every error is a :class:`KsinspectError`; the specific ones also subclass
 the builtin they resemble, so ``except ValueError`` works as expected.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 
 class KsinspectError(Exception):
@@ -62,3 +62,47 @@ class InvalidAddressError(KsinspectError, LookupError):
         self.address = address
         self.level = level
         self.entry = entry
+
+
+class UnknownLayoutError(KsinspectError, LookupError):
+    """No structure layout matches the Windows build asked for.
+
+    Attributes:
+        requested: the build name, version or path that was asked for.
+        candidates: the closest layouts that exist (names), best first.
+    """
+
+    def __init__(self, message: str, requested: str, candidates: Sequence[str] = ()):
+        super().__init__(message)
+        self.requested = requested
+        self.candidates = list(candidates)
+
+
+class UnknownStructError(KsinspectError, LookupError):
+    """A layout has no structure of that name.
+
+    Attributes:
+        struct: the structure name asked for.
+        layout: the name of the layout searched.
+    """
+
+    def __init__(self, message: str, struct: str, layout: str):
+        super().__init__(message)
+        self.struct = struct
+        self.layout = layout
+
+
+class UnknownFieldError(KsinspectError, LookupError):
+    """A structure of a layout has no field of that name.
+
+    Attributes:
+        struct: the structure searched.
+        field: the field name asked for.
+        layout: the name of the layout.
+    """
+
+    def __init__(self, message: str, struct: str, field: str, layout: str):
+        super().__init__(message)
+        self.struct = struct
+        self.field = field
+        self.layout = layout
