@@ -106,3 +106,15 @@ class UnknownFieldError(KsinspectError, LookupError):
         self.struct = struct
         self.field = field
         self.layout = layout
+
+
+class NoTebError(KsinspectError, LookupError):
+    """A live process shows no Windows TEB: it is not a Windows program (under Wine).
+
+    Attributes:
+        pid: the process asked about.
+    """
+
+    def __init__(self, message: str, pid: int):
+        super().__init__(message)
+        self.pid = pid
