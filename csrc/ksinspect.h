@@ -8,5 +8,6 @@
 #include "ksi_debugreg.h"
 #include "ksi_live.h"
 #include "ksi_walk.h"
+#include "ksi_scan.h"
 
 #endif
