@@ -412,16 +412,25 @@ def module_map_checks(pid: int, maps: Sequence[Mapping], modules: Iterable[Any])
     return checks
 
 
-def mapped_image_checks(pid: int, memory: Any, maps: Sequence[Mapping],
-                        listed_bases: Iterable[int]) -> List[Check]:
+def mapped_image_checks(pid: int, memory: Any, maps: Sequence[Mapping], modules: Sequence[Any],
+                        image_base: int) -> List[Check]:
     """PE images mapped in the process (``/proc/PID/maps``) against the loader lists.
 
     An image is a private mapping, at file offset 0, of a file named like a
     Windows image (``.dll``, ``.exe``...), whose first bytes in memory are
-    ``MZ``. One summary check, and one failing check per image that no loader
-    list holds (a module unlinked from every list, or mapped by hand).
+    ``MZ``. Each must be a module on all three loader lists (the main image
+    is not on the initialisation-order list). One summary check, and one
+    failing check per image missing from a list: a module unlinked to hide
+    it from tools that walk one list (EnumProcessModules, Toolhelp32), or
+    mapped without the loader.
+
+    Args:
+        modules: the PEB's modules, with ``base``, ``name`` and ``lists``
+            (``load``, ``memory``, ``init``: the lists that hold it).
     """
-    listed = set(listed_bases)
+    by_base: Dict[int, Any] = {}
+    for module in modules:
+        by_base.setdefault(module.base, module)
     images = []
     for mapping in maps:
         if mapping.offset != 0 or not mapping.private or not mapping.readable:
@@ -434,13 +443,30 @@ def mapped_image_checks(pid: int, memory: Any, maps: Sequence[Mapping],
         except InvalidAddressError:
             continue
         images.append(mapping)
-    hidden = [m for m in images if m.start not in listed]
+    problems = []
+    for mapping in images:
+        module = by_base.get(mapping.start)
+        expected = ("load", "memory") if mapping.start == image_base else \
+            ("load", "memory", "init")
+        lists = tuple(module.lists) if module is not None else ()
+        missing = [name for name in expected if name not in lists]
+        if missing:
+            problems.append((mapping, lists, missing))
     checks = [Check("PE images mapped in /proc/%d/maps vs the loader lists" % pid,
-                    len(listed), len(images), not hidden,
+                    len(images) - len(problems), len(images), not problems,
                     "every private mapping at offset 0 of a Windows image file that starts "
-                    "with MZ must be a module on a loader list; the values are the counts")]
-    for mapping in hidden:
-        checks.append(Check("PE image %s at %#x on a loader list" % (
-            os.path.basename(mapping.path), mapping.start), "absent", mapping.path, False,
-            "a mapped image that no loader list holds was unlinked from all of them"))
+                    "with MZ must be a module on the load-, memory- and initialisation-order "
+                    "lists (the main image on the first two); ours counts the images the "
+                    "lists hold completely, theirs the images mapped")]
+    names = {"load": "InLoadOrderModuleList", "memory": "InMemoryOrderModuleList",
+             "init": "InInitializationOrderModuleList"}
+    for mapping, lists, missing in problems:
+        checks.append(Check(
+            "PE image %s at %#x on the loader lists" % (os.path.basename(mapping.path),
+                                                        mapping.start),
+            "on %s; not on %s" % (", ".join(names[n] for n in lists) or "no list",
+                                  ", ".join(names[n] for n in missing)),
+            mapping.path, False,
+            "a mapped image missing from a loader list was unlinked from it (or mapped "
+            "without the loader)"))
     return checks

@@ -6,20 +6,19 @@ lists to hide them. Each :class:`Check` puts one value read from the PEB
 ("ours") beside the same fact from an independent source ("theirs") and says
 whether they agree, and by which rule. The live back-ends
 (:mod:`ksinspect.live.wine`, :mod:`ksinspect.windows.live_windows`) build
-them; the checks shared by both are here:
-
-* the PE header at a module's base (parsed with pefile: the image as the
-  loader mapped it) against SizeOfImage and EntryPoint in its loader entry;
-* the three loader lists against each other: a module missing from one list
-  but present in another was unlinked.
+them; the one shared by both is here: the PE header at a module's base
+(parsed with pefile: the image as the loader mapped it) against SizeOfImage
+and EntryPoint in its loader entry. (The three loader lists against each
+other are compared by :func:`ksinspect.windows.peb.read_loader_lists`, whose
+findings name unlinked modules.)
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional
 
 from ..errors import InvalidAddressError, KsinspectError
+from .peb import Check as PebCheck
 
-__all__ = ["Check", "PeHeader", "read_pe_header", "pe_header_checks", "loader_list_checks",
-           "PE_HEADER_READ"]
+__all__ = ["Check", "PeHeader", "read_pe_header", "pe_header_checks", "PE_HEADER_READ"]
 
 # The DOS header, NT headers and section table of every ordinary image fit
 # in the first page (SizeOfHeaders is 0x400 for most linkers).
@@ -27,8 +26,11 @@ PE_HEADER_READ = 0x1000
 
 
 @dataclass(frozen=True)
-class Check:
+class Check(PebCheck):
     """One fact of the PEB beside the same fact from an independent source.
+
+    The :class:`ksinspect.windows.peb.Check` the PEB carries, with the rule of
+    comparison in words.
 
     Attributes:
         name: what is compared, e.g. ``command line vs /proc/PID/cmdline``.
@@ -39,10 +41,6 @@ class Check:
         rule: how they are compared (normalisations applied), in words.
     """
 
-    name: str
-    ours: Any
-    theirs: Any
-    agree: bool
     rule: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -125,56 +123,4 @@ def pe_header_checks(memory: Any, modules: Iterable[Any], image_base: int) -> Li
                 header is not None and header.entry_point == module.entry_point,
                 "LDR_DATA_TABLE_ENTRY.EntryPoint must equal DllBase + AddressOfEntryPoint "
                 "from the PE header"))
-    return checks
-
-
-def loader_list_checks(lists: Sequence[Tuple[str, Sequence[Any]]],
-                       image_base: int) -> List[Check]:
-    """The loader lists against each other.
-
-    Every module is on InLoadOrderModuleList and InMemoryOrderModuleList;
-    InInitializationOrderModuleList leaves out the main image (and, before it
-    is initialised, a module being loaded). A module on one list but not on
-    another was unlinked from it: the classic way to hide a DLL from
-    tools that walk one list (EnumProcessModules, Toolhelp32).
-
-    Args:
-        lists: ``(list name, modules)`` pairs, the first being the list the
-            report shows (InLoadOrderModuleList); modules have ``base`` and ``name``.
-        image_base: PEB.ImageBaseAddress, excused from the initialisation-order list.
-
-    Returns:
-        One summary check per pair of lists (bases compared as sets), and one
-        failing check per module missing from a list it should be on.
-    """
-    checks = []
-    if not lists:
-        return checks
-    reference_name, reference = lists[0]
-    names: Dict[int, str] = {}
-    for _, modules in lists:
-        for module in modules:
-            names.setdefault(module.base, module.name or "?")
-    bases = {name: {m.base for m in modules} for name, modules in lists}
-    for other_name, _ in lists[1:]:
-        excused = {image_base} if "Initialization" in other_name else set()
-        ours = sorted(bases[reference_name] - excused)
-        theirs = sorted(bases[other_name] - excused)
-        checks.append(Check(
-            "modules on %s vs %s" % (reference_name, other_name), len(ours), len(theirs),
-            ours == theirs,
-            "the same DllBase values must be on both lists (the main image is not on "
-            "InInitializationOrderModuleList); the values compared are the counts"))
-    everywhere = set().union(*bases.values())
-    for base in sorted(everywhere):
-        for list_name, _ in lists:
-            if base in bases[list_name]:
-                continue
-            if "Initialization" in list_name and base == image_base:
-                continue
-            found_on = [n for n, _ in lists if base in bases[n]]
-            checks.append(Check(
-                "module %s at %#x on %s" % (names[base], base, list_name), "absent",
-                "on " + ", ".join(found_on), False,
-                "a module on one loader list must be on the others: it was unlinked"))
     return checks
