@@ -20,9 +20,9 @@ ROOT = os.path.dirname(HERE)
 
 # Order matters: a header may use types declared by the ones before it.
 HEADERS = ["ksi_common.h", "ksi_segment.h", "ksi_paging.h", "ksi_debugreg.h", "ksi_live.h",
-           "ksi_walk.h", "ksi_scan.h"]
+           "ksi_walk.h", "ksi_scan.h", "ksi_fields.h"]
 SOURCES = ["ksi_common.c", "ksi_segment.c", "ksi_paging.c", "ksi_debugreg.c", "ksi_live.c",
-           "ksi_walk.c", "ksi_scan.c"]
+           "ksi_walk.c", "ksi_scan.c", "ksi_fields.c"]
 
 _CDEF_BLOCK = re.compile(r"/\* KSI-CDEF-BEGIN \*/\n(.*?)/\* KSI-CDEF-END \*/", re.S)
 

@@ -9,5 +9,6 @@
 #include "ksi_live.h"
 #include "ksi_walk.h"
 #include "ksi_scan.h"
+#include "ksi_fields.h"
 
 #endif

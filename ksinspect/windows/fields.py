@@ -1,0 +1,110 @@
+"""Batch field extraction by layout, in the C core: many records, few fields, one call.
+
+``extract_fields(layout, "_EPROCESS", ["UniqueProcessId",
+"ActiveProcessLinks.Flink", "Pcb.DirectoryTableBase"], image, offsets)``
+reads those members of every record starting at ``offsets`` in ``image``
+(a buffer: bytes, mmap, memoryview) and returns them as columns. Member
+paths go through embedded structures with dots. This is what a scan of
+physical memory uses to decode its candidates; :class:`~.struct.Struct` is
+the one-record, every-member view (the two are tested against each other).
+"""
+from array import array
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+from .. import _native_fields
+from ..errors import DecodeError
+from .layout import KIND_INT, KIND_POINTER, KIND_STRUCT, Layout, load_layout
+
+
+@dataclass(frozen=True)
+class ResolvedField:
+    """A member path flattened to an offset from the record's start and a scalar."""
+
+    path: str
+    offset: int
+    size: int
+    signed: bool
+    bit_position: int
+    bit_length: int
+
+
+def resolve_field(layout: Layout, struct: str, path: str) -> ResolvedField:
+    """Flatten ``"ActiveProcessLinks.Flink"`` to its offset, size and sign.
+
+    Raises:
+        UnknownStructError, UnknownFieldError: a part of the path does not exist.
+        DecodeError: the member is not an integer or pointer (an array, bytes, a float).
+    """
+    offset = 0
+    current = struct
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        spec = layout.field(current, part)
+        offset += spec.offset
+        info = layout.type_info(spec.type)
+        if i < len(parts) - 1:
+            if info.kind != KIND_STRUCT:
+                raise DecodeError("%s.%s is a %s, not a structure (layout %s)" % (
+                    current, part, spec.type, layout.name))
+            current = spec.type
+            continue
+        if info.kind not in (KIND_INT, KIND_POINTER):
+            raise DecodeError("%s.%s is %s; only integers and pointers are extracted in "
+                              "batch (layout %s)" % (current, part, spec.type, layout.name))
+        return ResolvedField(path, offset, info.size, info.signed, spec.bit_position or 0,
+                             spec.bit_length or 0)
+    raise DecodeError("empty member path for %s" % struct)
+
+
+@dataclass(frozen=True)
+class FieldColumns:
+    """Extracted values, one column per member path.
+
+    Attributes:
+        names: the member paths, in the order asked.
+        starts: each record's start offset in the buffer.
+        valid: per record, False when some member lay past the end of the
+            buffer (its value is then 0).
+    """
+
+    names: Tuple[str, ...]
+    starts: Tuple[int, ...]
+    valid: Tuple[bool, ...]
+    _columns: Dict[str, List[int]]
+
+    def __getitem__(self, name: str) -> List[int]:
+        try:
+            return self._columns[name]
+        except KeyError:
+            raise KeyError("no column %r (columns: %s)" % (name, ", ".join(self.names))) from None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def rows(self) -> List[Dict[str, int]]:
+        return [dict({n: self._columns[n][i] for n in self.names}, start=self.starts[i],
+                     valid=self.valid[i]) for i in range(len(self.starts))]
+
+
+def extract_fields(layout: Any, struct: str, fields: Sequence[str], data: Any,
+                   offsets: Sequence[int]) -> FieldColumns:
+    """Read ``fields`` of the ``struct`` records at ``offsets`` in ``data`` (one C call).
+
+    Raises:
+        UnknownStructError, UnknownFieldError, DecodeError: see :func:`resolve_field`.
+    """
+    layout = load_layout(layout)
+    resolved = [resolve_field(layout, struct, f) for f in fields]
+    specs = [(r.offset, r.size, r.signed, r.bit_position, r.bit_length) for r in resolved]
+    values, status = _native_fields.extract(data, specs, offsets)
+    count = len(resolved)
+    columns: Dict[str, List[int]] = {}
+    for i, r in enumerate(resolved):
+        column = values[i::count] if count else array("Q")
+        if r.signed:
+            column = array("q", column.tobytes())
+        columns[r.path] = column.tolist()
+    starts = tuple(offsets)
+    return FieldColumns(tuple(fields), starts,
+                        tuple(s == _native_fields.STATUS_OK for s in status), columns)
