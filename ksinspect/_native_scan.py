@@ -77,7 +77,7 @@ class ScanSpec:
                 _raise_for(status, "scan")
             n = count[0]
             if n:
-                found.extend(array("Q", ffi.buffer(out, 8 * n)))
+                found.extend(array("Q", bytes(ffi.buffer(out, 8 * n))))
             if cursor.done:
                 return found, int(cursor.anchors)
 

@@ -39,6 +39,7 @@ KERNEL_IMAGE_VA = {"x64": 0xFFFFF80002A00000, "x86": 0x82A00000}
 POOL_VA = {"x64": 0xFFFFFA8000C00000, "x86": 0x85000000}
 USER_VA = {"x64": 0x000007FFFFFD0000, "x86": 0x7FFD0000}
 WOW64_PEB32_VA = 0x7EFDE000
+WOW64_USER_VA = 0x7EF00000    # the 32-bit structures of a WoW64 process (below 4 GiB)
 DATA_PA = 0x01000000          # data pages start here; page tables grow from 0x1000
 PROCESS_OBJECT = 3            # KOBJECTS ProcessObject (WRK ke.h)
 
@@ -168,6 +169,7 @@ class EprocessImageBuilder:
         self.pe_file: Optional[bytes] = None
         self.system_pointer_va: Optional[int] = None
         self._head_storage: Optional[Tuple[int, int]] = None
+        self._region = "native"
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -233,9 +235,10 @@ class EprocessImageBuilder:
     def ualloc(self, space: PageTableBuilder, size: int, start: Optional[int] = None
                ) -> Tuple[int, int]:
         """User memory in one process's space: (va, pa), contiguous."""
-        key = space.cr3
-        va = start if start is not None else self._user_next.get(key, USER_VA[self.arch])
-        va = (va + 15) & ~15
+        key = (space.cr3, self._region)
+        first = USER_VA[self.arch] if self._region == "native" else WOW64_USER_VA
+        va = start if start is not None else self._user_next.get(key, first)
+        va = (va + PAGE - 1) & ~(PAGE - 1)      # each allocation gets its own pages
         pages = (((va + size + PAGE - 1) & ~(PAGE - 1)) - (va & ~(PAGE - 1))) // PAGE
         pa = self._new_pages(pages)
         for i in range(pages):
@@ -302,11 +305,17 @@ class EprocessImageBuilder:
         buffer = self.uwrite(space, raw + b"\0\0")
         return len(raw), len(raw) + 2, buffer
 
-    def _plant_peb(self, space: PageTableBuilder, plan: PebPlan) -> int:
-        L = self.L
-        peb_va, peb_pa = self.ualloc(space, L.size("_PEB"))
-        peb = bytearray(L.size("_PEB"))
-        L.put(peb, 0, "_PEB", "ImageBaseAddress", plan.image_base)
+    def _plant_peb(self, space: PageTableBuilder, plan: PebPlan, loader: Optional[RawLayout] = None,
+                   peb_struct: str = "_PEB", peb_at: Optional[int] = None) -> int:
+        """A PEB (``peb_struct`` of this layout) with its process parameters,
+        environment and loader lists (``loader``'s structures: the x86 twin
+        for a WoW64 32-bit PEB)."""
+        P = self.L
+        L = loader or self.L
+        fmt = "<QQ" if L.ptr == 8 else "<II"
+        peb_va, peb_pa = self.ualloc(space, P.size(peb_struct), start=peb_at)
+        peb = bytearray(P.size(peb_struct))
+        P.put(peb, 0, peb_struct, "ImageBaseAddress", plan.image_base)
         # Process parameters (normalised: absolute pointers).
         pp_size = L.size("_RTL_USER_PROCESS_PARAMETERS")
         pp_va, pp_pa = self.ualloc(space, pp_size)
@@ -320,8 +329,13 @@ class EprocessImageBuilder:
               self._unicode(space, plan.command_line))
         curdir = L.off("_RTL_USER_PROCESS_PARAMETERS", "CurrentDirectory")
         L.put(pp, curdir, "_CURDIR", "DosPath", self._unicode(space, plan.current_directory))
+        environment = "PATH=C:\\Windows\0SystemRoot=C:\\Windows\0\0".encode("utf-16-le")
+        L.put(pp, 0, "_RTL_USER_PROCESS_PARAMETERS", "Environment",
+              self.uwrite(space, environment))
+        if L.has("_RTL_USER_PROCESS_PARAMETERS", "EnvironmentSize"):
+            L.put(pp, 0, "_RTL_USER_PROCESS_PARAMETERS", "EnvironmentSize", len(environment))
         self.write_pa(pp_pa, bytes(pp))
-        L.put(peb, 0, "_PEB", "ProcessParameters", pp_va)
+        P.put(peb, 0, peb_struct, "ProcessParameters", pp_va)
         # Loader data with the three module lists, in the same order.
         ldr_size = L.size("_PEB_LDR_DATA")
         ldr_va, ldr_pa = self.ualloc(space, ldr_size)
@@ -330,19 +344,17 @@ class EprocessImageBuilder:
         L.put(ldr, 0, "_PEB_LDR_DATA", "Initialized", 1)
         entry_size = L.size("_LDR_DATA_TABLE_ENTRY")
         entries = [self.ualloc(space, entry_size) for _ in plan.modules]
-        lists = ("InLoadOrder", "InMemoryOrder", "InInitializationOrder")
-        for kind in lists:
+        links: List[Tuple[int, int, int]] = []
+        for kind in ("InLoadOrder", "InMemoryOrder", "InInitializationOrder"):
             head_off = L.off("_PEB_LDR_DATA", kind + "ModuleList")
             link_off = L.off("_LDR_DATA_TABLE_ENTRY", kind + "Links")
             nodes = [ldr_va + head_off] + [va + link_off for va, _ in entries]
-            for i, node in enumerate(nodes):
-                flink = nodes[(i + 1) % len(nodes)]
-                blink = nodes[i - 1]
+            for i in range(len(nodes)):
+                flink, blink = nodes[(i + 1) % len(nodes)], nodes[i - 1]
                 if i == 0:
                     L.put(ldr, 0, "_PEB_LDR_DATA", kind + "ModuleList", (flink, blink))
                 else:
-                    self._pending_links = getattr(self, "_pending_links", [])
-                    self._pending_links.append((entries[i - 1][1] + link_off, flink, blink))
+                    links.append((entries[i - 1][1] + link_off, flink, blink))
         for (va, pa), module in zip(entries, plan.modules):
             e = bytearray(entry_size)
             L.put(e, 0, "_LDR_DATA_TABLE_ENTRY", "DllBase", module.base)
@@ -351,11 +363,10 @@ class EprocessImageBuilder:
             L.put(e, 0, "_LDR_DATA_TABLE_ENTRY", "FullDllName", self._unicode(space, module.path))
             L.put(e, 0, "_LDR_DATA_TABLE_ENTRY", "BaseDllName", self._unicode(space, module.name))
             self.write_pa(pa, bytes(e))
-        for pa, flink, blink in getattr(self, "_pending_links", []):
-            self.write_pa(pa, struct.pack("<QQ" if L.ptr == 8 else "<II", flink, blink))
-        self._pending_links = []
+        for pa, flink, blink in links:
+            self.write_pa(pa, struct.pack(fmt, flink, blink))
         self.write_pa(ldr_pa, bytes(ldr))
-        L.put(peb, 0, "_PEB", "Ldr", ldr_va)
+        P.put(peb, 0, peb_struct, "Ldr", ldr_va)
         self.write_pa(peb_pa, bytes(peb))
         return peb_va
 
@@ -365,10 +376,12 @@ class EprocessImageBuilder:
         ``_WOW64_PROCESS`` {Wow64 = PEB32} (5.2, 6.0), the PEB32 itself (6.1 to
         10.0.10240), ``_EWOW64PROCESS`` {Peb = PEB32} (10.0.10586 and later)."""
         L = self.L
-        peb32_va, peb32_pa = self.ualloc(space, L.size("_PEB32"), start=WOW64_PEB32_VA)
-        peb32 = bytearray(L.size("_PEB32"))
-        L.put(peb32, 0, "_PEB32", "ImageBaseAddress", plan.image_base)
-        self.write_pa(peb32_pa, bytes(peb32))
+        twin = RawLayout(L.name[:-len("-x64")] + "-x86")
+        self._region = "wow64"
+        try:
+            peb32_va = self._plant_peb(space, plan, twin, "_PEB32", WOW64_PEB32_VA)
+        finally:
+            self._region = "native"
         if L.has("_EPROCESS", "WoW64Process"):
             va, pa = self.kalloc(L.size("_EWOW64PROCESS"))
             block = bytearray(L.size("_EWOW64PROCESS"))

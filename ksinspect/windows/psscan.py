@@ -1,0 +1,313 @@
+"""psscan: find ``_EPROCESS`` structures in physical memory by their shape.
+
+A process object that was unlinked from ActiveProcessLinks (DKOM), or that
+exited but whose memory was not reused, is invisible to a list walk; a scan
+of physical memory still finds it. The scan runs in C (``csrc/ksi_scan.c``)
+over the mmapped image, chunk by chunk, with the constraints below built
+from the build's layout. Each is a fact about every live process object:
+
+* ``Pcb.Header.Type == 3`` (ProcessObject) and, when it fits in the byte,
+  ``Pcb.Header.Size == sizeof(KPROCESS) / 4``: WRK ``ke/procobj.c``
+  KeInitializeProcess; Volatility 2's psscan DispatchHeaderCheck tests the
+  same two bytes. This is the anchor word tested at every position.
+* the object starts on a pool-block boundary: 16 bytes on x64, 8 on x86
+  (pool header, optional object headers and OBJECT_HEADER are all multiples
+  of the block size);
+* ``Pcb.DirectoryTableBase`` is non-zero and 32-byte aligned (a CR3 value;
+  Volatility 2 psscan CheckDTBAligned) and below 2^52 (MAXPHYADDR);
+* ``ActiveProcessLinks`` and both ``ThreadListHead`` Flink/Blink are kernel
+  addresses: >= 0xFFFF800000000000 on x64 (the canonical upper half), >=
+  0x80000000 on x86 (Volatility 2 psscan CheckThreadList);
+* ``UniqueProcessId`` and ``InheritedFromUniqueProcessId`` are multiples of
+  4 below 2^26 (handle values; 0 for Idle and for System's parent);
+* ``ImageFileName`` is at least one printable ASCII byte followed by a NUL.
+
+Pool tags (``Proc`` / ``Pro\\xe3``) are not used: they sit before the object
+at a distance that depends on the optional headers, and Windows 10 can
+allocate processes from segment heaps whose headers differ.
+"""
+from dataclasses import dataclass, field as dataclass_field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .._native_scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
+from ..errors import DecodeError, KsinspectError
+from ..x86._bits import html_pre
+from .eprocess import MAX_PID, PROCESS_OBJECT, Process, decode_eprocess
+from .layout import Layout
+
+DEFAULT_CHUNK = 64 << 20
+KERNEL_MIN = {8: 0xFFFF800000000000, 4: 0x80000000}
+POINTER_MAX = {8: (1 << 64) - 1, 4: (1 << 32) - 1}
+POOL_ALIGN = {8: 16, 4: 8}
+MAXPHYADDR_LIMIT = (1 << 52) - 1
+
+
+def _path_offset(layout: Layout, struct_name: str, *path: str) -> Tuple[int, str]:
+    """Offset of a nested member and its type string."""
+    offset, current = 0, struct_name
+    for part in path:
+        f = layout.field(current, part)
+        offset += f.offset
+        current = f.type
+    return offset, current
+
+
+def _scalar_width(layout: Layout, type_name: str) -> int:
+    info = layout.type_info(type_name)
+    if info.kind == "array":
+        return layout.type_info(info.element).size
+    if type_name == "_LARGE_INTEGER":
+        return 8
+    return info.size
+
+
+def eprocess_constraints(layout: Layout) -> Tuple[ScanSpec, List[str]]:
+    """The scan spec for one build, and one line per constraint saying what it tests.
+
+    Raises:
+        DecodeError: the layout lacks a member the scan needs.
+    """
+    ptr = layout.pointer_size
+    kmin, pmax = KERNEL_MIN[ptr], POINTER_MAX[ptr]
+    try:
+        header, _ = _path_offset(layout, "_EPROCESS", "Pcb", "Header")
+        type_off = layout.offset("_DISPATCHER_HEADER", "Type")
+        size_off = layout.offset("_DISPATCHER_HEADER", "Size")
+        kprocess = layout.sizeof("_KPROCESS") or 0
+        checks: List[Tuple[int, int, int, int, int, int]] = []
+        text: List[str] = []
+        anchor_at = header + type_off
+        mask, value = 0xFF, PROCESS_OBJECT
+        text.append("+%#x Pcb.Header.Type == 3 (ProcessObject)" % anchor_at)
+        if kprocess and kprocess // 4 <= 0xFF and 0 < size_off - type_off < 4:
+            shift = 8 * (size_off - type_off)
+            mask |= 0xFF << shift
+            value |= (kprocess // 4) << shift
+            text.append("+%#x Pcb.Header.Size == %#x (sizeof(KPROCESS) %#x / 4)" % (
+                header + size_off, kprocess // 4, kprocess))
+        else:
+            text.append("Pcb.Header.Size not checked: sizeof(KPROCESS) / 4 = %#x does not fit "
+                        "in its byte" % (kprocess // 4))
+        dtb_off, dtb_type = _path_offset(layout, "_EPROCESS", "Pcb", "DirectoryTableBase")
+        checks.append((dtb_off, _scalar_width(layout, dtb_type), ALIGNED, 0, 0x1F,
+                       MAXPHYADDR_LIMIT))
+        text.append("+%#x Pcb.DirectoryTableBase non-zero, 32-byte aligned, < 2^52" % dtb_off)
+        for path in (("ActiveProcessLinks",), ("Pcb", "ThreadListHead"), ("ThreadListHead",)):
+            base, _ = _path_offset(layout, "_EPROCESS", *path)
+            for member in ("Flink", "Blink"):
+                off = base + layout.offset("_LIST_ENTRY", member)
+                checks.append((off, ptr, RANGE, 0, kmin, pmax))
+            text.append("+%#x %s.Flink/Blink >= %#x (kernel addresses)" % (
+                base, ".".join(path), kmin))
+        for name in ("UniqueProcessId", "InheritedFromUniqueProcessId"):
+            off = layout.offset("_EPROCESS", name)
+            checks.append((off, ptr, ALIGNED, ZERO_OK, 3, MAX_PID - 1))
+            text.append("+%#x %s a multiple of 4 below 2^26" % (off, name))
+        name_field = layout.field("_EPROCESS", "ImageFileName")
+        length = layout.type_info(name_field.type).count
+        checks.append((name_field.offset, length, CSTRING, 0, 1, 0))
+        text.append("+%#x ImageFileName: printable ASCII, NUL within %d bytes" % (
+            name_field.offset, length))
+    except KsinspectError as exc:
+        raise DecodeError("layout %s cannot drive psscan: %s" % (layout.name, exc)) from None
+    size = max([anchor_at + 4] + [c[0] + c[1] for c in checks])
+    spec = ScanSpec(size, POOL_ALIGN[ptr], (anchor_at, mask, value), checks)
+    text.insert(0, "candidates at %d-byte aligned physical addresses" % POOL_ALIGN[ptr])
+    return spec, text
+
+
+def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
+                progress: Optional[Callable[[float], None]] = None) -> Tuple[List[int], int]:
+    """Physical addresses of every candidate in the image, and the anchor count.
+
+    Runs are scanned in chunks that overlap by ``spec.size - 1`` bytes, so a
+    structure across a chunk border is seen once; runs that are contiguous in
+    physical memory are joined by a small copied window across the border.
+    Nothing is read into Python memory but those windows.
+    """
+    if chunk < 4096:
+        raise DecodeError("scan chunk %d is below 4096 bytes" % chunk)
+    runs = list(memory.runs)
+    total = sum(r.length for r in runs) or 1
+    done = 0
+    found: List[int] = []
+    anchors = 0
+    whole = memoryview(memory.buffer).cast("B")
+    overlap = spec.size - 1
+    try:
+        for i, run in enumerate(runs):
+            pos = 0
+            while pos < run.length:
+                take = min(chunk, run.length - pos)
+                start = run.offset + pos
+                window = whole[start:start + min(take + overlap, run.length - pos)]
+                hits, seen = spec.scan(window, run.start + pos, take)
+                window.release()
+                found.extend(hits)
+                anchors += seen
+                pos += take
+                done += take
+                if progress is not None:
+                    progress(done / total)
+            nxt = runs[i + 1] if i + 1 < len(runs) else None
+            if nxt is not None and nxt.start == run.start + run.length and overlap:
+                tail = min(overlap, run.length)
+                head = min(overlap, nxt.length)
+                joined = (bytes(whole[run.offset + run.length - tail:run.offset + run.length])
+                          + bytes(whole[nxt.offset:nxt.offset + head]))
+                hits, seen = spec.scan(joined, run.start + run.length - tail, tail)
+                found.extend(hits)
+                anchors += seen
+    finally:
+        whole.release()
+    return found, anchors
+
+
+@dataclass
+class ScanHit:
+    """One candidate: the decoded process and what the list walk says of it."""
+
+    process: Process
+    in_list: Optional[bool] = None       # None: no list to compare with
+
+    @property
+    def status(self) -> str:
+        if self.in_list is None:
+            return "-"
+        if self.in_list:
+            return "listed"
+        return "exited" if self.process.exited else "UNLINKED"
+
+    def to_dict(self) -> dict:
+        record = self.process.to_dict()
+        record["physical"] = self.process.physical
+        record["in_list"] = self.in_list
+        record["status"] = self.status
+        return record
+
+
+@dataclass
+class ScanResult:
+    """What psscan found: hits in physical-address order, plus the constraints used."""
+
+    hits: List[ScanHit]
+    constraints: List[str]
+    anchors: int
+    layout: str
+    findings: List[str] = dataclass_field(default_factory=list)
+
+    def __iter__(self) -> Iterator[ScanHit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    @property
+    def unlinked(self) -> List[ScanHit]:
+        """Live processes (no exit time) that the list walk did not reach."""
+        return [h for h in self.hits if h.in_list is False and not h.process.exited]
+
+    def to_dict(self) -> List[dict]:
+        return [h.to_dict() for h in self.hits]
+
+    def explain(self) -> str:
+        lines = ["psscan with layout %s: %d candidates (%d positions passed the anchor "
+                 "word)" % (self.layout, len(self.hits), self.anchors), "Constraints:"]
+        lines += ["  " + c for c in self.constraints]
+        lines.append("")
+        for h in self.hits:
+            lines.append("  %s [%s]" % (h.process, h.status))
+        lines += ["Finding: " + f for f in self.findings]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return html_pre(self.explain())
+
+
+def _links_va(layout: Layout) -> int:
+    return layout.offset("_EPROCESS", "ActiveProcessLinks")
+
+
+def recover_address(process: Process, layout: Layout, space: Any) -> Optional[int]:
+    """The kernel VA of a process found physically, from its own links: a
+    neighbour's back link (or a self-pointing unlinked entry) names its
+    ActiveProcessLinks; accepted only if that VA translates to the physical
+    address where the process was found."""
+    links = _links_va(layout)
+    flink, blink = process.links
+    guesses = [flink, blink]
+    fmt_size = layout.pointer_size
+    for node, member in ((flink, 1), (blink, 0)):
+        try:
+            raw = space.read(node, 2 * fmt_size)
+        except KsinspectError:
+            continue
+        guesses.append(int.from_bytes(raw[member * fmt_size:(member + 1) * fmt_size], "little"))
+    for guess in guesses:
+        va = guess - links
+        if va < 0:
+            continue
+        try:
+            if space.vtop(va) == process.physical:
+                return va
+        except KsinspectError:
+            continue
+    return None
+
+
+def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_CHUNK,
+           progress: Optional[Callable[[float], None]] = None,
+           listed: Optional[Sequence[Process]] = None) -> ScanResult:
+    """Scan physical memory for ``_EPROCESS`` candidates and decode each.
+
+    Args:
+        memory: a PhysicalMemory (runs + buffer).
+        layout: the build's layout.
+        space: the kernel AddressSpace, to recover each hit's virtual
+            address and follow WoW64 pointers (optional).
+        listed: processes from a list walk: hits are marked listed or not
+            (matched by physical address of the EPROCESS).
+    """
+    spec, constraints = eprocess_constraints(layout)
+    addresses, anchors = scan_memory(memory, spec, chunk, progress)
+    size = layout.sizeof("_EPROCESS")
+    listed_pa: Dict[int, Process] = {}
+    if listed is not None and space is not None:
+        for p in listed:
+            if p.physical is not None:
+                listed_pa[p.physical] = p
+    hits: List[ScanHit] = []
+    findings: List[str] = []
+    for pa in addresses:
+        available = size
+        while available > 0 and not memory.contains(pa, available):
+            available -= 1 if available <= 64 else available // 2
+        data = memory.read(pa, available) + bytes(size - available)
+        process = decode_eprocess(layout, data, None, pa,
+                                  space.read if space is not None else None)
+        if available < size:
+            process = _with(process, anomalies=process.anomalies + (
+                "only %d of the %d EPROCESS bytes are in the image" % (available, size),))
+        if space is not None:
+            va = recover_address(process, layout, space)
+            if va is not None:
+                process = _with(process, address=va)
+        in_list = None
+        if listed is not None:
+            in_list = pa in listed_pa
+        hits.append(ScanHit(process, in_list))
+    unlinked = [h for h in hits if h.in_list is False and not h.process.exited]
+    for h in unlinked:
+        findings.append("process %d %s at physical %#x is not in the ActiveProcessLinks list "
+                        "and has no exit time: unlinked (DKOM) or the walk stopped early" % (
+                            h.process.pid, h.process.name, h.process.physical))
+    return ScanResult(hits, constraints, anchors, layout.name, findings)
+
+
+def _with(process: Process, **changes: Any) -> Process:
+    from dataclasses import replace
+    return replace(process, **changes)
+
+
+__all__ = ["DEFAULT_CHUNK", "ScanHit", "ScanResult", "eprocess_constraints", "psscan",
+           "recover_address", "scan_memory"]
