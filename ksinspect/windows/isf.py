@@ -107,7 +107,7 @@ class _IsfTypes:
             name = desc["name"]
             base = self.base.get(name, {})
             if base.get("kind") == "char" and int(base.get("size", 1)) == 1:
-                return "uint8", {"_char": True}
+                return self.scalar(name), {"_char": True}
             return self.scalar(name), {}
         if kind == "pointer":
             return "pointer", {"target": self.target(desc.get("subtype") or {})}

@@ -1,0 +1,271 @@
+"""Windows structure commands: layouts, peb (from an image or a live process)."""
+from typing import IO
+
+from ..errors import UnknownLayoutError
+from ..memory import open_image
+from ..paging import AddressSpace
+from ..render import emit, table
+from ..windows.layout import Layout, available_layouts, load_layout
+from ..x86 import PagingMode
+from ._args import UsageError, parse_int
+
+LAYOUT_COLUMNS = ("name", "os", "arch", "nt_version")
+MODULE_COLUMNS = ("base", "size", "entry_point", "name", "path")
+
+
+def layout_argument(text: str, option: str = "--layout") -> Layout:
+    """A --layout value as a Layout; an unknown build is a usage error naming close ones."""
+    try:
+        return load_layout(text)
+    except UnknownLayoutError as exc:
+        raise UsageError("argument %s: %s" % (option, exc)) from None
+
+
+# -- layouts ------------------------------------------------------------------------------
+
+def cmd_layouts(args, out: IO[str]) -> int:
+    records = []
+    for name in available_layouts():
+        layout = load_layout(name)
+        if args.arch and layout.arch != args.arch:
+            continue
+        records.append({"name": layout.name, "os": layout.os, "arch": layout.arch,
+                        "nt_version": layout.nt_version, "pointer_size": layout.pointer_size,
+                        "structs": sorted(layout.structs)})
+    text = None
+    if args.format == "table":
+        text = table(records, LAYOUT_COLUMNS) + (
+            "\n\n%d layouts; offsets read from Microsoft's PDBs through public sources "
+            "(ksinspect/windows/layouts/README.md). `--layout` takes a name, a unique part of "
+            "one (win7-sp1-x64, 10.0.19041-x64) or a JSON / Volatility 3 ISF file."
+            % len(records))
+    emit(out, args.format, [dict(r, structs=len(r["structs"])) for r in records],
+         document=records, text=text, columns=LAYOUT_COLUMNS + ("pointer_size", "structs"))
+    return 0
+
+
+# -- peb ----------------------------------------------------------------------------------
+
+def _emit_peb(args, out: IO[str], peb) -> int:
+    document = peb.to_dict()
+    records = [dict(m) for m in document["modules"]]
+    text = peb.explain() if args.format == "table" else None
+    if args.format in ("csv", "jsonl"):
+        emit(out, args.format, records, columns=MODULE_COLUMNS)
+    else:
+        emit(out, args.format, records, document=document, text=text)
+    return 0
+
+
+def cmd_peb(args, out: IO[str]) -> int:
+    if args.pid is not None:
+        if args.image is not None or args.address is not None or args.cr3 is not None:
+            raise UsageError("argument --pid: give either --pid N or IMAGE --address VA, not both")
+        if args.pid <= 0:
+            raise UsageError("argument --pid: %d is not a process ID" % args.pid)
+        from ..live.windows_process import inspect_live_peb
+        layout = None if args.layout is None else layout_argument(args.layout)
+        return _emit_peb(args, out, inspect_live_peb(args.pid, layout=layout))
+    if args.image is None:
+        raise UsageError("give a memory IMAGE with --address VA --layout L, or --pid N")
+    if args.address is None:
+        raise UsageError("argument --address: the PEB's linear address is required with IMAGE")
+    if args.layout is None:
+        raise UsageError("argument --layout: required with IMAGE (`ksinspect layouts` lists them)")
+    if args.max_modules < 1:
+        raise UsageError("argument --max-modules: %d is not a positive number" % args.max_modules)
+    layout = layout_argument(args.layout)
+    address = parse_int(args.address, "--address")
+    from ..windows.peb import read_peb, read_peb32
+    with open_image(args.image, registers=args.registers) as memory:
+        cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
+        if memory.cpu is None and (cr3 is None or args.mode is None):
+            raise UsageError("argument --cr3/--mode: %s carries no CPU state: give --cr3 and "
+                             "--mode (or --registers FILE)" % args.image)
+        space = AddressSpace(memory, cr3=cr3, mode=args.mode)
+        if args.wow64:
+            peb = read_peb32(space, address, layout, max_modules=args.max_modules)
+        else:
+            peb = read_peb(space, address, layout, max_modules=args.max_modules)
+        return _emit_peb(args, out, peb)
+
+
+def register_layouts(sub, output) -> None:
+    p = sub.add_parser("layouts", parents=[output], help="list the Windows structure layouts",
+                       description="List the Windows builds whose structure layouts ship with "
+                                   "ksinspect (x86 and x64, XP SP2 to Windows 11 25H2), with "
+                                   "where each was read from.")
+    p.add_argument("--arch", choices=("x86", "x64"), help="only this architecture")
+    p.set_defaults(func=cmd_layouts)
+
+
+def register_peb(sub, output) -> None:
+    p = sub.add_parser("peb", parents=[output], help="decode a process's PEB",
+                       description="Decode a PEB, its process parameters (image path, command "
+                                   "line, current directory, environment) and the three loader "
+                                   "module lists, from a memory image (IMAGE --address VA "
+                                   "--layout L, through the process's page tables) or from a "
+                                   "live process (--pid N). Numbers are hex; 0n for decimal.")
+    p.add_argument("image", metavar="IMAGE", nargs="?",
+                   help="memory image (raw, LiME, ELF core; .xz/.gz)")
+    p.add_argument("--address", metavar="VA", help="the PEB's linear address")
+    p.add_argument("--layout", metavar="L",
+                   help="Windows build: a name from `ksinspect layouts`, a unique part of one, "
+                        "or a layout JSON / Volatility 3 ISF file")
+    p.add_argument("--cr3", metavar="X", help="the process's page-table root "
+                                              "(DirectoryTableBase; default the image's CR3)")
+    p.add_argument("--mode", choices=[m.value for m in PagingMode],
+                   help="paging mode (default: from the image's CR0/CR4/EFER)")
+    p.add_argument("--registers", metavar="FILE",
+                   help="QEMU `info registers` output completing the image's CPU state")
+    p.add_argument("--wow64", action="store_true",
+                   help="the address is a WoW64 process's 32-bit PEB (_PEB32)")
+    p.add_argument("--max-modules", type=int, default=4096, metavar="N",
+                   help="stop each loader list after N entries (default 4096)")
+    p.add_argument("--pid", type=int, metavar="N",
+                   help="a live process instead of an image (Windows; Linux: a Wine process)")
+    p.set_defaults(func=cmd_peb)
+
+
+def register(sub, output) -> None:
+    register_layouts(sub, output)
+    register_peb(sub, output)
+    register_processes(sub, output)
+
+
+# -- eprocess, pslist, psscan (process objects in a memory image) ---------------------------
+
+PROCESS_COLUMNS = ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time",
+                   "wow64")
+SCAN_COLUMNS = ("physical",) + PROCESS_COLUMNS + ("status",)
+
+
+def _note(errors, text: str) -> None:
+    import sys
+    (errors or sys.stderr).write("ksinspect: note: %s\n" % text)
+
+
+def _kernel_space_args(args, memory, layout):
+    from ..windows.pslist import kernel_space
+    cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
+    return kernel_space(memory, layout, cr3, args.mode)
+
+
+def cmd_eprocess(args, out: IO[str]) -> int:
+    layout = layout_argument(args.layout)
+    address = parse_int(args.address, "--address")
+    from ..windows.eprocess import read_eprocess
+    with open_image(args.image, registers=args.registers) as memory:
+        cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
+        if memory.cpu is None and cr3 is None:
+            raise UsageError("argument --cr3: %s carries no CPU state: give the kernel's CR3 "
+                             "(--cr3, and --mode for x86 without PAE)" % args.image)
+        space, _ = _kernel_space_args(args, memory, layout)
+        process = read_eprocess(space, layout, address)
+        document = dict(process.to_dict(), physical=process.physical,
+                        active_process_links={"flink": process.links[0],
+                                              "blink": process.links[1]},
+                        wow64_pointer=process.wow64_pointer, anomalies=list(process.anomalies),
+                        layout=layout.name)
+        record = process.to_dict()
+        emit(out, args.format, [record], document=document,
+             text=process.explain() if args.format == "table" else None,
+             columns=PROCESS_COLUMNS)
+    return 0
+
+
+def cmd_pslist(args, out: IO[str], errors=None) -> int:
+    layout = layout_argument(args.layout)
+    start = None if args.start is None else parse_int(args.start, "--start")
+    kernel_base = None if args.kernel_base is None else parse_int(args.kernel_base,
+                                                                  "--kernel-base")
+    if args.max_processes < 1:
+        raise UsageError("argument --max-processes: %d is not a positive number"
+                         % args.max_processes)
+    from ..windows.pslist import pslist
+    with open_image(args.image, registers=args.registers) as memory:
+        space, how = _kernel_space_args(args, memory, layout)
+        result = pslist(memory, layout, start=start, kernel_base=kernel_base,
+                        max_entries=args.max_processes, read_pebs=not args.no_peb, space=space)
+        result.cr3_source = how
+        records = result.to_dict()
+        emit(out, args.format, records, text=result.explain() if args.format == "table"
+             else None, columns=PROCESS_COLUMNS)
+        if args.format != "table":
+            for finding in result.findings:
+                _note(errors, finding)
+    return 0
+
+
+def cmd_psscan(args, out: IO[str], errors=None) -> int:
+    layout = layout_argument(args.layout)
+    from ..errors import KsinspectError
+    from ..windows.psscan import psscan
+    from ..windows.pslist import pslist
+    with open_image(args.image, registers=args.registers) as memory:
+        space, listed, why = None, None, None
+        if not args.no_list:
+            try:
+                space, _ = _kernel_space_args(args, memory, layout)
+                listed = pslist(memory, layout, space=space, read_pebs=False).processes
+            except KsinspectError as exc:
+                why = str(exc)
+        result = psscan(memory, layout, space=space, listed=listed)
+        records = [dict(h.to_dict()) for h in result]
+        emit(out, args.format, records, text=result.explain() if args.format == "table"
+             else None, columns=SCAN_COLUMNS,
+             hex_columns=("physical", "eprocess", "dtb", "peb", "wow64"))
+        if why is not None:
+            _note(errors, "no cross-reference with the process list: %s" % why)
+        if args.format != "table":
+            for finding in result.findings:
+                _note(errors, finding)
+    return 0
+
+
+def _image_options(p, cr3_help: str) -> None:
+    p.add_argument("image", metavar="IMAGE", help="memory image (raw, LiME, ELF core; .xz/.gz)")
+    p.add_argument("--layout", metavar="L", required=True,
+                   help="Windows build: a name from `ksinspect layouts`, a unique part of one, "
+                        "or a layout JSON / Volatility 3 ISF file")
+    p.add_argument("--cr3", metavar="X", help=cr3_help)
+    p.add_argument("--mode", choices=[m.value for m in PagingMode],
+                   help="paging mode (default: the image's; else 4level for x64 layouts, pae "
+                        "for x86)")
+    p.add_argument("--registers", metavar="FILE",
+                   help="QEMU `info registers` output completing the image's CPU state")
+
+
+def register_processes(sub, output) -> None:
+    p = sub.add_parser("eprocess", parents=[output], help="decode one _EPROCESS",
+                       description="Decode the _EPROCESS at a kernel virtual address: PID, "
+                                   "parent, image name, DirectoryTableBase, PEB, "
+                                   "ActiveProcessLinks, create/exit time, WoW64 PEB.")
+    _image_options(p, "the kernel's page-table root (default: the image's CR3)")
+    p.add_argument("--address", metavar="VA", required=True, help="the EPROCESS address")
+    p.set_defaults(func=cmd_eprocess)
+
+    p = sub.add_parser("pslist", parents=[output], help="walk the process list",
+                       description="Walk ActiveProcessLinks from PsInitialSystemProcess (found "
+                                   "in the kernel image with pefile) or from --start, and read "
+                                   "each process's PEB through its own DirectoryTableBase. "
+                                   "Loops, breaks and links outside the image end the walk "
+                                   "with a finding (stderr for json/csv).")
+    _image_options(p, "the kernel's page-table root (default: the image's CR3, else the "
+                      "System process's DirectoryTableBase found by psscan)")
+    p.add_argument("--start", metavar="VA", help="an EPROCESS to start from")
+    p.add_argument("--kernel-base", metavar="VA",
+                   help="the kernel image's base (default: searched in the kernel mappings)")
+    p.add_argument("--max-processes", type=int, default=1 << 16, metavar="N",
+                   help="stop after N processes (default 65536)")
+    p.add_argument("--no-peb", action="store_true", help="do not read the PEBs")
+    p.set_defaults(func=cmd_pslist)
+
+    p = sub.add_parser("psscan", parents=[output], help="scan physical memory for processes",
+                       description="Scan physical memory (in C) for _EPROCESS structures by "
+                                   "their shape, and mark those the process list does not "
+                                   "reach (unlinked, or exited).")
+    _image_options(p, "the kernel's page-table root, for the cross-reference with pslist")
+    p.add_argument("--no-list", action="store_true",
+                   help="do not walk the process list to cross-reference")
+    p.set_defaults(func=cmd_psscan)
