@@ -136,9 +136,10 @@ class Struct:
             if shape is None:
                 # A structure this layout does not describe (e.g. _EX_PUSH_LOCK): opaque.
                 shape = StructLayout(type_name, None, {})
-            start = min(offset, len(self._data))
-            if shape.size is not None:
-                self._bytes(offset, shape.size, spec.name)
+            # Like the outer view, the embedded one may hold only a prefix of its bytes.
+            if offset >= len(self._data):
+                self._bytes(offset, 1, spec.name)
+            start = offset
             address = None if self.address is None else self.address + offset
             return Struct(self.layout, type_name, self._data[start:], address, _shape=shape)
         if info.kind == KIND_ARRAY:
