@@ -376,7 +376,12 @@ class EprocessImageBuilder:
         ``_WOW64_PROCESS`` {Wow64 = PEB32} (5.2, 6.0), the PEB32 itself (6.1 to
         10.0.10240), ``_EWOW64PROCESS`` {Peb = PEB32} (10.0.10586 and later)."""
         L = self.L
-        twin = RawLayout(L.name[:-len("-x64")] + "-x86")
+        try:
+            twin = RawLayout(L.name[:-len("-x64")] + "-x86")
+        except FileNotFoundError:
+            # Windows 11 has no x86 release: its WoW64 loader structures are
+            # those of the last x86 release (the loader's user-mode layout).
+            twin = RawLayout("win10-22h2-19045.2965-x86")
         self._region = "wow64"
         try:
             peb32_va = self._plant_peb(space, plan, twin, "_PEB32", WOW64_PEB32_VA)
@@ -386,7 +391,8 @@ class EprocessImageBuilder:
             va, pa = self.kalloc(L.size("_EWOW64PROCESS"))
             block = bytearray(L.size("_EWOW64PROCESS"))
             L.put(block, 0, "_EWOW64PROCESS", "Peb", peb32_va)
-            L.put(block, 0, "_EWOW64PROCESS", "Machine", 0x14C)
+            if L.has("_EWOW64PROCESS", "Machine"):
+                L.put(block, 0, "_EWOW64PROCESS", "Machine", 0x14C)   # IMAGE_FILE_MACHINE_I386
             self.write_pa(pa, bytes(block))
             return peb32_va, va
         if self.L.nt_version < (6, 1, 0):
