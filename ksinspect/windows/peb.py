@@ -563,6 +563,7 @@ def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
     entries: List[int] = []
     seen = {head}
     previous = head
+    bad_blinks = 0
     try:
         current = int.from_bytes(_read(memory, head, pointer_size), "little")
     except InvalidAddressError as exc:
@@ -589,10 +590,15 @@ def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
         entries.append((current - link_offset) & ((1 << (8 * pointer_size)) - 1))
         blink = int.from_bytes(links[pointer_size:], "little")
         if blink != previous:
-            findings.append("%s: Blink of %#x is %#x, not the previous link %#x" % (
-                name, current, blink, previous))
+            bad_blinks += 1
+            if bad_blinks == 1:
+                findings.append("%s: Blink of %#x is %#x, not the previous link %#x" % (
+                    name, current, blink, previous))
         previous = current
         current = int.from_bytes(links[:pointer_size], "little")
+    if bad_blinks > 1:
+        findings.append("%s: %d links in all have a Blink that does not point back" % (
+            name, bad_blinks))
     return ListWalk(name, head, tuple(entries), tuple(findings))
 
 
