@@ -131,12 +131,13 @@ class ProcessMemory:
     """
 
     def __init__(self, pid: int):
+        self._fd: Optional[int] = None
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             raise LiveOSError(errno.EINVAL, "%r is not a process ID" % (pid,))
         self.pid = pid
         path = proc_path(pid, "mem")
         try:
-            self._fd: Optional[int] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise no_such_process(pid) from None
         except PermissionError:
@@ -195,7 +196,8 @@ class ProcessMemory:
         self.close()
 
     def __del__(self):
-        self.close()
+        if getattr(self, "_fd", None) is not None:
+            self.close()
 
     def __repr__(self) -> str:
         return "ProcessMemory(pid=%d)" % self.pid
