@@ -48,7 +48,7 @@ def extract(data: Any, specs: Sequence[FieldSpec], starts: Sequence[int]
     except OverflowError:
         raise DecodeError("record start offsets must be integers in 0..2**64-1") from None
     records = len(starts_array)
-    values = array("Q", bytes(8 * records * count)) if records and count else array("Q")
+    values = array("Q", (0,)) * (records * count) if records and count else array("Q")
     status = bytearray(records)
     view = ffi.from_buffer(data)
     rc = lib.ksi_extract_fields(

@@ -57,23 +57,33 @@ def resolve_field(layout: Layout, struct: str, path: str) -> ResolvedField:
     raise DecodeError("empty member path for %s" % struct)
 
 
-@dataclass(frozen=True)
 class FieldColumns:
     """Extracted values, one column per member path.
+
+    A column is an ``array`` of 64-bit integers (``'q'`` for signed members,
+    ``'Q'`` otherwise): indexable like a list, without a Python int per
+    value until one is read.
 
     Attributes:
         names: the member paths, in the order asked.
         starts: each record's start offset in the buffer.
-        valid: per record, False when some member lay past the end of the
-            buffer (its value is then 0).
     """
 
-    names: Tuple[str, ...]
-    starts: Tuple[int, ...]
-    valid: Tuple[bool, ...]
-    _columns: Dict[str, List[int]]
+    __slots__ = ("names", "starts", "_status", "_columns")
 
-    def __getitem__(self, name: str) -> List[int]:
+    def __init__(self, names: Tuple[str, ...], starts: Sequence[int], status: bytes,
+                 columns: Dict[str, array]):
+        self.names = names
+        self.starts = starts
+        self._status = status
+        self._columns = columns
+
+    @property
+    def valid(self) -> Tuple[bool, ...]:
+        """Per record, False when some member lay past the end of the buffer (it reads 0)."""
+        return tuple(s == _native_fields.STATUS_OK for s in self._status)
+
+    def __getitem__(self, name: str) -> array:
         try:
             return self._columns[name]
         except KeyError:
@@ -82,9 +92,10 @@ class FieldColumns:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def rows(self) -> List[Dict[str, int]]:
+    def rows(self) -> List[Dict[str, Any]]:
+        valid = self.valid
         return [dict({n: self._columns[n][i] for n in self.names}, start=self.starts[i],
-                     valid=self.valid[i]) for i in range(len(self.starts))]
+                     valid=valid[i]) for i in range(len(self.starts))]
 
 
 def extract_fields(layout: Any, struct: str, fields: Sequence[str], data: Any,
@@ -99,12 +110,10 @@ def extract_fields(layout: Any, struct: str, fields: Sequence[str], data: Any,
     specs = [(r.offset, r.size, r.signed, r.bit_position, r.bit_length) for r in resolved]
     values, status = _native_fields.extract(data, specs, offsets)
     count = len(resolved)
-    columns: Dict[str, List[int]] = {}
+    columns: Dict[str, array] = {}
     for i, r in enumerate(resolved):
         column = values[i::count] if count else array("Q")
         if r.signed:
             column = array("q", column.tobytes())
-        columns[r.path] = column.tolist()
-    starts = tuple(offsets)
-    return FieldColumns(tuple(fields), starts,
-                        tuple(s == _native_fields.STATUS_OK for s in status), columns)
+        columns[r.path] = column
+    return FieldColumns(tuple(fields), offsets, status, columns)
