@@ -14,8 +14,6 @@ gcc-mingw-w64-x86-64-win32``); skipped otherwise, with the reason. The
 prefix is made once per session (about 10-30 s); each test ends the
 processes it started, by PID, and the session ends with ``wineserver -w``.
 """
-import ctypes
-import ctypes.util
 import errno
 import io
 import json

@@ -39,8 +39,28 @@ def no_such_process(pid: int) -> LiveOSError:
     return LiveOSError(errno.ESRCH, "no process with PID %d" % pid)
 
 
+CAP_SYS_PTRACE = 19     # linux/capability.h
+
+
+def _capabilities(pid, field: str) -> Optional[int]:
+    try:
+        with open(proc_path(pid, "status") if pid != "self" else "/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def access_hint(pid: int, what: str) -> str:
-    """One line that says which access is missing to ptrace / read process *pid*."""
+    """One line that says which access is missing to ptrace / read process *pid*.
+
+    The kernel's rule (ptrace(2) "Ptrace access mode checking"): the same
+    real/effective/saved uids and gids, a dumpable target whose permitted
+    capabilities are a subset of the caller's, and Yama's ptrace_scope; or
+    CAP_SYS_PTRACE.
+    """
     try:
         with open(YAMA_PTRACE_SCOPE) as handle:
             scope = handle.read().strip()
@@ -50,16 +70,27 @@ def access_hint(pid: int, what: str) -> str:
         owner = os.stat(proc_path(pid, "")).st_uid
     except OSError:
         owner = None
-    parts = ["%s needs ptrace access to process %d" % (what, pid)]
+    ours = _capabilities("self", "CapEff")
+    theirs = _capabilities(pid, "CapPrm")
+    has_ptrace_cap = ours is not None and bool(ours >> CAP_SYS_PTRACE & 1)
+    reasons = []
     if owner is not None and owner != os.geteuid():
-        parts.append("it belongs to uid %d and this is uid %d: run as that user or with "
-                     "CAP_SYS_PTRACE" % (owner, os.geteuid()))
-    else:
-        parts.append("same user, not a setuid or otherwise privileged target, or CAP_SYS_PTRACE")
+        reasons.append("it belongs to uid %d and this is uid %d" % (owner, os.geteuid()))
+    if ours is not None and theirs is not None and theirs & ~ours:
+        reasons.append("it holds capabilities this process lacks (its CapPrm %#x, our CapEff "
+                       "%#x)" % (theirs, ours))
     if scope not in (None, "0"):
-        parts.append("yama ptrace_scope is %s (%s), which allows only descendants or "
-                     "CAP_SYS_PTRACE" % (scope, YAMA_PTRACE_SCOPE))
-    return "; ".join(parts)
+        reasons.append("yama ptrace_scope is %s (%s), which allows only descendants or "
+                       "CAP_SYS_PTRACE" % (scope, YAMA_PTRACE_SCOPE))
+    if not reasons:
+        reasons.append("it may be non-dumpable (setuid, or prctl PR_SET_DUMPABLE 0)")
+    if has_ptrace_cap:
+        remedy = ("this process has CAP_SYS_PTRACE, but it does not reach that process "
+                  "(another user namespace, or a container or LSM policy)")
+    else:
+        remedy = "run as its user (with ptrace_scope 0), or with CAP_SYS_PTRACE"
+    return "%s needs ptrace access to process %d: %s; %s" % (what, pid, "; ".join(reasons),
+                                                            remedy)
 
 
 class Mapping(NamedTuple):

@@ -22,9 +22,9 @@ note on the result says which one and why.
 import struct
 import sys
 from dataclasses import replace
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
-from ..errors import DecodeError, InvalidAddressError, UnsupportedError
+from ..errors import DecodeError, UnsupportedError
 from ..windows.checks import Check, pe_header_checks
 from ..windows.layout import Layout, available_layouts, load_layout
 from ..windows.peb import Peb, read_peb, read_peb32

@@ -23,14 +23,13 @@ Offsets come from the layout (``_TEB.NtTib``, ``_NT_TIB.Self``,
 import errno
 import ntpath
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import InvalidAddressError, LiveOSError, NoTebError
 from ..windows.checks import Check
 from ..windows.layout import Layout
-from .proc_memory import Mapping, ProcessMemory, proc_path
+from .proc_memory import Mapping, proc_path
 from .thread_registers import read_gs_bases
 
 __all__ = ["TebLocation", "locate_teb", "teb_offsets", "split_windows_command_line",
@@ -125,7 +124,7 @@ def locate_teb(pid: int, memory: Any, layout: Layout,
         raise NoTebError(
             "process %d (%s) is not a Windows program running under Wine: none of its %d "
             "thread(s) has a TEB at its GS base (TEB.NtTib.Self must hold the TEB's own "
-            "address; layout %s)" % (pid, process_name(pid), len(bases), layout.name), pid)
+            "address)" % (pid, process_name(pid), len(bases)), pid)
     tid = pid if pid in tebs else min(tebs)
     teb, peb = tebs[tid]
     return TebLocation(teb, peb, tid, "ptrace gs_base", tebs)
@@ -399,16 +398,21 @@ def module_map_checks(pid: int, maps: Sequence[Mapping], modules: Iterable[Any])
     checks = []
     for module in modules:
         mapping = _mapping_at(maps, module.base)
-        theirs = mapping.path if mapping is not None and mapping.path else \
-            "no file mapping starts at %#x" % module.base
+        if mapping is None or not mapping.path:
+            theirs = "no file mapping starts at %#x" % module.base
+        elif mapping.offset != 0:
+            theirs = "%s from file offset %#x" % (mapping.path, mapping.offset)
+        else:
+            theirs = mapping.path
         name = module.name or _program_name(module.path or "")
-        agree = mapping is not None and bool(mapping.path) and \
+        agree = theirs == getattr(mapping, "path", None) and \
             os.path.basename(mapping.path).lower() == (name or "").lower()
         checks.append(Check(
             "module %s at %#x vs /proc/%d/maps" % (name or "?", module.base, pid),
             module.path or name, theirs, agree,
-            "DllBase must be the start of a mapping of a file with the module's name "
-            "(ignoring case; Wine maps its builtin DLLs from its own library directory)"))
+            "DllBase must be the start of a mapping, from file offset 0 (the headers), of a "
+            "file with the module's name (ignoring case; Wine maps its builtin DLLs from "
+            "its own library directory)"))
     return checks
 
 

@@ -186,8 +186,17 @@ class _ModuleEntry32W(ctypes.Structure):
                 ("th32ProcessID", ctypes.c_uint32), ("GlblcntUsage", ctypes.c_uint32),
                 ("ProccntUsage", ctypes.c_uint32), ("modBaseAddr", ctypes.c_void_p),
                 ("modBaseSize", ctypes.c_uint32), ("hModule", ctypes.c_void_p),
-                ("szModule", ctypes.c_wchar * (MAX_MODULE_NAME32 + 1)),
-                ("szExePath", ctypes.c_wchar * MAX_PATH)]
+                # WCHAR is 16-bit on Windows (c_wchar is 32-bit on Linux): declared
+                # as uint16 so the layout is the SDK's wherever this is imported.
+                ("szModule", ctypes.c_uint16 * (MAX_MODULE_NAME32 + 1)),
+                ("szExePath", ctypes.c_uint16 * MAX_PATH)]
+
+
+def _wide(chars: Any) -> str:
+    """A NUL-terminated WCHAR array as text."""
+    raw = bytes(memoryview(chars).cast("B"))
+    text = raw.decode("utf-16-le", errors="replace")
+    return text.split("\0", 1)[0]
 
 
 class WindowsProcessMemory:
@@ -316,7 +325,7 @@ def gather_facts(memory: WindowsProcessMemory) -> WindowsFacts:
             entry = _ModuleEntry32W()
             entry.dwSize = ctypes.sizeof(entry)
             if kernel32.Module32FirstW(snapshot, ctypes.byref(entry)):
-                base, size, path = entry.modBaseAddr or 0, entry.modBaseSize, entry.szExePath
+                base, size, path = entry.modBaseAddr or 0, entry.modBaseSize, _wide(entry.szExePath)
             else:
                 errors.append("Module32FirstW: %s"
                               % ctypes.FormatError(ctypes.get_last_error()).strip())
