@@ -150,18 +150,27 @@ def test_cli_eprocess_json(win7_image):
 
 
 def test_cli_eprocess_table_explains(win7_image):
+    """Without --cr3 (a raw image has no CPU state) the kernel CR3 is the
+    System process's DirectoryTableBase, found by psscan."""
     path, builder, planted = win7_image
-    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64", "--cr3",
-                           hex(builder.cr3), "--address", hex(planted[0].eprocess))
+    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64",
+                           "--address", hex(planted[3].eprocess))
     assert status == 0, err
-    assert "System" in out and "UniqueProcessId" in out
+    assert "explorer.exe" in out and "UniqueProcessId" in out and "1504" in out
+
+
+def test_cli_eprocess_without_any_cr3(tmp_path):
+    path = tmp_path / "zeros.raw"
+    path.write_bytes(bytes(1 << 16))
+    code, out, err = run("eprocess", str(path), "--layout", "win7-sp1-x64", "--address", "0")
+    assert code == 1 and err.count("\n") == 1 and "--cr3" in err
 
 
 @pytest.mark.parametrize("argv,status,needle", [
     (("--layout", "win99-x64", "--cr3", "1000", "--address", "0"), 2, "win99-x64"),
     (("--layout", "win7-sp1-x64", "--cr3", "1000", "--address", "fffffa80dead0000"), 1,
      "0xfffffa80dead0000"),
-    (("--layout", "win7-sp1-x64", "--address", "0"), 2, "--cr3"),
+    (("--layout", "win7-sp1-x64", "--address", "0x1g"), 2, "'0x1g'"),
     (("--layout", "win7-sp1-x64", "--cr3", "zz", "--address", "0"), 2, "'zz'"),
 ])
 def test_cli_eprocess_bad_input_is_one_line(win7_image, argv, status, needle):

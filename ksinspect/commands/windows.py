@@ -156,10 +156,6 @@ def cmd_eprocess(args, out: IO[str]) -> int:
     address = parse_int(args.address, "--address")
     from ..windows.eprocess import read_eprocess
     with open_image(args.image, registers=args.registers) as memory:
-        cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
-        if memory.cpu is None and cr3 is None:
-            raise UsageError("argument --cr3: %s carries no CPU state: give the kernel's CR3 "
-                             "(--cr3, and --mode for x86 without PAE)" % args.image)
         space, _ = _kernel_space_args(args, memory, layout)
         process = read_eprocess(space, layout, address)
         document = dict(process.to_dict(), physical=process.physical,
@@ -241,7 +237,8 @@ def register_processes(sub, output) -> None:
                        description="Decode the _EPROCESS at a kernel virtual address: PID, "
                                    "parent, image name, DirectoryTableBase, PEB, "
                                    "ActiveProcessLinks, create/exit time, WoW64 PEB.")
-    _image_options(p, "the kernel's page-table root (default: the image's CR3)")
+    _image_options(p, "the kernel's page-table root (default: the image's CR3, else the "
+                      "System process's DirectoryTableBase found by psscan)")
     p.add_argument("--address", metavar="VA", required=True, help="the EPROCESS address")
     p.set_defaults(func=cmd_eprocess)
 
