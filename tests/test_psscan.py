@@ -140,6 +140,7 @@ def test_unlinked_process_is_found_and_flagged(layout_name, paging):
     assert [h.process.physical for h in result] == [p.eprocess_pa for p in planted]
     assert [h.process.address for h in result] == [p.eprocess for p in planted]
     assert [h.process.pid for h in result] == [p.pid for p in planted]
+    assert [h.process.peb32 for h in result] == [p.peb32 or None for p in planted]
     assert [h.status for h in result] == ["listed", "listed", "UNLINKED", "listed", "listed"]
     assert [h.process.pid for h in result.unlinked] == [356]
     assert len(result.findings) == 1 and "356" in result.findings[0]

@@ -196,17 +196,19 @@ def cmd_pslist(args, out: IO[str], errors=None) -> int:
 def cmd_psscan(args, out: IO[str], errors=None) -> int:
     layout = layout_argument(args.layout)
     from ..errors import KsinspectError
-    from ..windows.psscan import psscan
-    from ..windows.pslist import pslist
+    from ..windows.psscan import cross_reference, psscan
+    from ..windows.pslist import kernel_space, pslist
     with open_image(args.image, registers=args.registers) as memory:
-        space, listed, why = None, None, None
+        result = psscan(memory, layout)
+        why = None
         if not args.no_list:
             try:
-                space, _ = _kernel_space_args(args, memory, layout)
+                cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
+                space, _ = kernel_space(memory, layout, cr3, args.mode, scan=result)
                 listed = pslist(memory, layout, space=space, read_pebs=False).processes
+                cross_reference(result, layout, space, listed)
             except KsinspectError as exc:
                 why = str(exc)
-        result = psscan(memory, layout, space=space, listed=listed)
         records = [dict(h.to_dict()) for h in result]
         emit(out, args.format, records, text=result.explain() if args.format == "table"
              else None, columns=SCAN_COLUMNS,

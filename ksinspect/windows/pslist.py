@@ -272,11 +272,12 @@ def default_mode(layout: Layout) -> str:
 
 
 def kernel_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
-                 mode: Optional[str] = None) -> Tuple[AddressSpace, str]:
+                 mode: Optional[str] = None, scan: Any = None) -> Tuple[AddressSpace, str]:
     """The kernel address space and how its CR3 was chosen.
 
     ``cr3`` given, else the image's CPU state, else the DirectoryTableBase of
-    the System process (PID 4) found by psscan.
+    the System process (PID 4) found by psscan (``scan``: a psscan result
+    already made, to avoid scanning twice).
 
     Raises:
         DecodeError: no CR3 could be found.
@@ -287,8 +288,9 @@ def kernel_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
             None if cpu is not None and cpu.paging_mode() else default_mode(layout))), "--cr3"
     if cpu is not None and cpu.paging_mode() is not None:
         return AddressSpace(memory, mode=mode), "the image's CPU state"
-    from .psscan import psscan
-    scan = psscan(memory, layout)
+    if scan is None:
+        from .psscan import psscan
+        scan = psscan(memory, layout)
     systems = [h.process for h in scan.hits if h.process.pid == 4 and
                h.process.name == "System" and not h.process.exited]
     for system in systems:

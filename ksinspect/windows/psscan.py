@@ -26,13 +26,13 @@ Pool tags (``Proc`` / ``Pro\\xe3``) are not used: they sit before the object
 at a distance that depends on the optional headers, and Windows 10 can
 allocate processes from segment heaps whose headers differ.
 """
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._native_scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
 from ..errors import DecodeError, KsinspectError
 from ..x86._bits import html_pre
-from .eprocess import MAX_PID, PROCESS_OBJECT, Process, decode_eprocess
+from .eprocess import MAX_PID, PROCESS_OBJECT, Process, decode_eprocess, resolve_peb32
 from .layout import Layout
 
 DEFAULT_CHUNK = 64 << 20
@@ -255,6 +255,20 @@ def recover_address(process: Process, layout: Layout, space: Any) -> Optional[in
     return None
 
 
+def _available(memory: Any, pa: int, size: int) -> int:
+    """Bytes of [pa, pa + size) that the image holds contiguously from pa."""
+    run = memory.run_at(pa)
+    if run is None:
+        return 0
+    end = run.start + run.length
+    runs = memory.runs
+    i = runs.index(run) + 1
+    while end - pa < size and i < len(runs) and runs[i].start == end:
+        end = runs[i].start + runs[i].length
+        i += 1
+    return min(size, end - pa)
+
+
 def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_CHUNK,
            progress: Optional[Callable[[float], None]] = None,
            listed: Optional[Sequence[Process]] = None) -> ScanResult:
@@ -264,50 +278,54 @@ def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_
         memory: a PhysicalMemory (runs + buffer).
         layout: the build's layout.
         space: the kernel AddressSpace, to recover each hit's virtual
-            address and follow WoW64 pointers (optional).
+            address and follow WoW64 pointers (optional; see also
+            :func:`cross_reference`).
         listed: processes from a list walk: hits are marked listed or not
-            (matched by physical address of the EPROCESS).
+            (matched by the physical address of the EPROCESS).
     """
     spec, constraints = eprocess_constraints(layout)
     addresses, anchors = scan_memory(memory, spec, chunk, progress)
     size = layout.sizeof("_EPROCESS")
-    listed_pa: Dict[int, Process] = {}
-    if listed is not None and space is not None:
-        for p in listed:
-            if p.physical is not None:
-                listed_pa[p.physical] = p
     hits: List[ScanHit] = []
-    findings: List[str] = []
     for pa in addresses:
-        available = size
-        while available > 0 and not memory.contains(pa, available):
-            available -= 1 if available <= 64 else available // 2
+        available = _available(memory, pa, size)
         data = memory.read(pa, available) + bytes(size - available)
-        process = decode_eprocess(layout, data, None, pa,
-                                  space.read if space is not None else None)
+        process = decode_eprocess(layout, data, None, pa)
         if available < size:
-            process = _with(process, anomalies=process.anomalies + (
+            process = replace(process, anomalies=process.anomalies + (
                 "only %d of the %d EPROCESS bytes are in the image" % (available, size),))
+        hits.append(ScanHit(process))
+    result = ScanResult(hits, constraints, anchors, layout.name)
+    if space is not None or listed is not None:
+        cross_reference(result, layout, space, listed)
+    return result
+
+
+def cross_reference(result: ScanResult, layout: Layout, space: Any = None,
+                    listed: Optional[Sequence[Process]] = None) -> ScanResult:
+    """Complete the hits with the kernel address space (virtual address, WoW64
+    PEB) and mark each listed or not; unlinked live processes become findings."""
+    listed_pa = {p.physical for p in listed or () if p.physical is not None}
+    for hit in result.hits:
+        process = hit.process
         if space is not None:
             va = recover_address(process, layout, space)
             if va is not None:
-                process = _with(process, address=va)
-        in_list = None
+                process = replace(process, address=va)
+            if process.wow64_pointer and process.peb32 is None and process.struct is not None:
+                peb32, why = resolve_peb32(layout, process.wow64_pointer, space.read)
+                process = replace(process, peb32=peb32, anomalies=process.anomalies + (
+                    ("WoW64 process: " + why,) if why else ()))
+        hit.process = process
         if listed is not None:
-            in_list = pa in listed_pa
-        hits.append(ScanHit(process, in_list))
-    unlinked = [h for h in hits if h.in_list is False and not h.process.exited]
-    for h in unlinked:
-        findings.append("process %d %s at physical %#x is not in the ActiveProcessLinks list "
-                        "and has no exit time: unlinked (DKOM) or the walk stopped early" % (
-                            h.process.pid, h.process.name, h.process.physical))
-    return ScanResult(hits, constraints, anchors, layout.name, findings)
+            hit.in_list = process.physical in listed_pa
+    for h in result.unlinked:
+        result.findings.append(
+            "process %d %s at physical %#x is not in the ActiveProcessLinks list and has no "
+            "exit time: unlinked (DKOM) or the walk stopped early" % (
+                h.process.pid, h.process.name, h.process.physical))
+    return result
 
 
-def _with(process: Process, **changes: Any) -> Process:
-    from dataclasses import replace
-    return replace(process, **changes)
-
-
-__all__ = ["DEFAULT_CHUNK", "ScanHit", "ScanResult", "eprocess_constraints", "psscan",
-           "recover_address", "scan_memory"]
+__all__ = ["DEFAULT_CHUNK", "ScanHit", "ScanResult", "cross_reference", "eprocess_constraints",
+           "psscan", "recover_address", "scan_memory"]
