@@ -219,8 +219,10 @@ def test_unreadable_parts_are_findings_and_an_unreadable_peb_raises():
     assert any("ProcessParameters 0x66600000 cannot be read" in f for f in peb.findings)
     assert any("Ldr 0x77700000" in f for f in peb.findings)
     assert peb.image_path is None and peb.modules == ()
-    with pytest.raises(InvalidAddressError):
+    with pytest.raises(InvalidAddressError, match="_PEB at 0x12340000 cannot be read"):
         read_peb(planted.memory, 0x12340000, LAYOUT)
+    with pytest.raises(InvalidAddressError, match="_TEB at 0x12340000 cannot be read"):
+        read_teb(planted.memory, 0x12340000, LAYOUT)
     with pytest.raises(DecodeError):
         read_peb32(planted.memory, planted.peb, "win10-22h2-19045.2965-x64",
                    loader_layout="win10-22h2-19045.2965-x64")
@@ -330,6 +332,7 @@ def test_cli_peb_errors(image_file):
     assert "win12-x64" in err and "win10-22h2-19045.2965-x64" in err
     status, _, err = run(*base[:-1], "7fff00000000", "--layout", LAYOUT)
     assert status == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "_PEB at 0x7fff00000000 cannot be read" in err
     status, _, err = run("peb", path, "--layout", LAYOUT, "--mode", "4level")
     assert status == 2 and "--address" in err
     status, _, err = run("peb", path, "--address", "1000", "--layout", LAYOUT)

@@ -327,8 +327,13 @@ def read_teb(memory: Any, address: int, layout: Layout, wow64: bool = False) -> 
     """
     layout = load_layout(layout)
     name = "_TEB32" if wow64 and layout.arch == "x64" else "_TEB"
-    teb = _struct_prefix(memory, layout, name, address,
-                         ["NtTib", "ClientId", "ProcessEnvironmentBlock"])
+    try:
+        teb = _struct_prefix(memory, layout, name, address,
+                             ["NtTib", "ClientId", "ProcessEnvironmentBlock"])
+    except InvalidAddressError as exc:
+        raise InvalidAddressError("%s at %#x cannot be read: %s" % (name, address, exc),
+                                  address=exc.address, level=exc.level,
+                                  entry=exc.entry) from None
     tib = teb["NtTib"]
     client = teb["ClientId"]
     self_pointer = tib["Self"]
@@ -416,7 +421,12 @@ def read_peb32(memory: Any, address: int, layout: Any, loader_layout: Any = None
 
 def _read_peb(memory: Any, address: int, layout: Layout, name: str, loader: Layout,
               max_modules: int) -> Peb:
-    peb = _struct_at(memory, layout, name, address)
+    try:
+        peb = _struct_at(memory, layout, name, address)
+    except InvalidAddressError as exc:
+        raise InvalidAddressError("%s at %#x cannot be read: %s" % (name, address, exc),
+                                  address=exc.address, level=exc.level,
+                                  entry=exc.entry) from None
     findings: List[str] = []
     ldr = peb["Ldr"]
     params_address = peb["ProcessParameters"]
