@@ -256,3 +256,34 @@ def test_cli_psscan_bad_input(dkom_image, tmp_path):
     empty.write_bytes(b"")
     code, out, err = run("psscan", str(empty), "--layout", "win10-22h2-x64")
     assert code == 1 and err.count("\n") == 1 and "empty" in err
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_specs_are_refused_or_agree_with_the_reference(seed):
+    """Any spec either fails validation (DecodeError) or scans any bytes the
+    way the reference does; the C side never reads outside the buffer (the
+    standalone ASan/UBSan harness of the report checked that on random specs)."""
+    rng = random.Random(1000 + seed)
+    size = rng.randrange(0, 96)
+    checks = []
+    for _ in range(rng.randrange(0, 5)):
+        kind = rng.choice([MASKED_EQUAL, RANGE, ALIGNED, CSTRING, 7])
+        length = rng.choice([1, 2, 4, 8, 3, 16, 0])
+        checks.append((rng.randrange(0, 96), length, kind, rng.randrange(0, 2),
+                       rng.randrange(0, 8), rng.getrandbits(64)))
+    align = rng.choice([1, 2, 8, 16, 6, 0])
+    anchor = (rng.randrange(0, 40), rng.choice([0, 0xFF, 0xFFFF]), rng.choice([0, 3]))
+    data = bytes(rng.choice([0, 3, 0x41, rng.getrandbits(8)]) for _ in range(rng.randrange(0, 400)))
+    valid = (align in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+             and 4 <= size and anchor[0] + 4 <= size
+             and all(c[0] + c[1] <= size and (
+                 c[1] in (1, 2, 4, 8) if c[2] in (MASKED_EQUAL, RANGE, ALIGNED) else
+                 c[2] == CSTRING and 1 <= c[1] <= 256 and c[4] < c[1]) for c in checks))
+    if not valid:
+        with pytest.raises(DecodeError):
+            ScanSpec(size, align, anchor, checks)
+        return
+    spec = ScanSpec(size, align, anchor, checks)
+    base = rng.randrange(0, 64)
+    assert spec.scan(data, base, len(data), capacity=2)[0] == reference_scan(
+        data, base, size, align, anchor, checks)
