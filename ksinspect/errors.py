@@ -118,3 +118,7 @@ class NoTebError(KsinspectError, LookupError):
     def __init__(self, message: str, pid: int):
         super().__init__(message)
         self.pid = pid
+
+
+class KernelNotFoundError(KsinspectError, LookupError):
+    """No Windows kernel image was found in memory, or the image named is not one."""

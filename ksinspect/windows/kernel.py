@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from ..errors import DecodeError, InvalidAddressError, KsinspectError
+from ..errors import DecodeError, InvalidAddressError, KernelNotFoundError, KsinspectError
 
 PAGE = 0x1000
 KERNEL_NAMES = ("ntoskrnl.exe", "ntkrnlmp.exe", "ntkrnlpa.exe", "ntkrpamp.exe")
@@ -28,10 +28,6 @@ MAX_CANDIDATES = 4096           # MZ pages examined before the search gives up
 # fffff800`00000000 .. fffff807`ffffffff), the x86 kernel half.
 SEARCH_RANGES = {8: ((0xFFFFF80000000000, 0xFFFFF88000000000),),
                  4: ((0x80000000, 0x100000000),)}
-
-
-class KernelNotFoundError(KsinspectError, LookupError):
-    """No kernel image could be found (or the one named is not a kernel)."""
 
 
 @dataclass(frozen=True)
