@@ -79,7 +79,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (DecodeError, EncodeError, KsinspectError, NoSuchProcessError,
                       PtraceError, UnsupportedError)
-from ..x86.debugreg import DR6, Breakpoint, Condition, condition as parse_condition, encode_dr7
+from ..x86.debugreg import DR6, DR7, Breakpoint, Condition, condition as parse_condition, encode_dr7
 from . import ptrace as pt
 from .elf_symbols import ProcessSymbols
 
@@ -582,6 +582,11 @@ class Debugger:
         for thread in list(tracee.threads.values()):
             dbg._wait_stopped(thread)
         return dbg
+
+    @property
+    def dr7(self) -> DR7:
+        """The DR7 value written into every thread (decoded)."""
+        return DR7(self._dr7)
 
     # ---------------------------------------------------------- adding
     def add_hardware(self, where: Address, condition: Union[str, Condition] = "execute",
