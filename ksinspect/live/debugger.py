@@ -502,6 +502,8 @@ class Debugger:
             raise DecodeError("no program to start")
         fds = [None if s is None else s if isinstance(s, int) else s.fileno()
                for s in (stdin, stdout, stderr)]
+        if any(fd is not None and fd < 0 for fd in fds):
+            raise DecodeError("stdin/stdout/stderr must be open files or descriptors (>= 0)")
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:                                        # the child
@@ -520,7 +522,9 @@ class Debugger:
         try:
             _, status = os.waitpid(pid, os.WUNTRACED)
             if not os.WIFSTOPPED(status):
-                raise PtraceError("the child for %s did not stop before execve" % argv[0])
+                code = os.read(err_r, 32)
+                raise PtraceError("the child for %s did not stop before execve%s" % (
+                    argv[0], ": " + os.strerror(int(code)) if code else ""))
             pt.seize(pid, cls._OPTIONS)
             os.kill(pid, signal.SIGCONT)
             while True:

@@ -18,7 +18,7 @@ import bisect
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, ImageFormatError
 
@@ -62,8 +62,10 @@ class ElfSymbols:
             (what file offset 0 maps to at link time).
     """
 
-    def __init__(self, path: str, elf_type: int, link_base: int, symbols: List[Symbol]):
+    def __init__(self, path: str, elf_type: int, link_base: int, symbols: List[Symbol],
+                 loads: Sequence[Tuple[int, int, int]] = ()):
         self.path = path
+        self.loads = list(loads)      # (p_vaddr, p_offset, p_filesz) of each PT_LOAD
         self.elf_type = elf_type
         self.link_base = link_base
         self._by_name: Dict[str, Symbol] = {}
@@ -99,6 +101,13 @@ class ElfSymbols:
         offset = value - sym.value
         if offset < max(sym.size, 1):
             return sym, offset
+        return None
+
+    def file_offset(self, value: int) -> Optional[int]:
+        """Where a link-time address is stored in the file (None if not in any PT_LOAD)."""
+        for vaddr, offset, filesz in self.loads:
+            if vaddr <= value < vaddr + filesz:
+                return value - vaddr + offset
         return None
 
     @classmethod
@@ -159,7 +168,7 @@ class ElfSymbols:
                     kind = STT_NAMES.get(st_info & 0xF, "type%d" % (st_info & 0xF))
                     if name and kind not in ("section", "file"):
                         symbols.append(Symbol(name, st_value, st_size, kind, label))
-        return cls(path, e_type, link_base, symbols)
+        return cls(path, e_type, link_base, symbols, [(p[3], p[2], p[5]) for p in loads])
 
 
 def executable_path(pid: int) -> str:
