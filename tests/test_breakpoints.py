@@ -11,7 +11,6 @@ vol. 3B §17.2.3).
 """
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -246,12 +245,16 @@ def test_exception_midway_restores_everything_and_program_runs_on(progs, tmp_pat
         _expected_output(progs, n)
 
 
-def test_sigint_to_the_cli_midway(progs):
+@pytest.mark.parametrize("whom", ["ksinspect", "process-group"])
+def test_sigint_to_the_cli_midway(progs, whom):
+    # "process-group" is Ctrl-C in a terminal: ksinspect and the program both
+    # get SIGINT; the program's copy is the session's, so it is not delivered.
     n = 80
     proc = subprocess.Popen([sys.executable, "-m", "ksinspect", "break", "--sw", "bump",
                              "--hw", "counter:w:4", "--guard", "page", "--format", "jsonl",
                              "--", progs["calls"], str(n), "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     seen = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -259,7 +262,10 @@ def test_sigint_to_the_cli_midway(progs):
         seen.append(line)
         if '"event": "sw"' in line and '"hits": 3' in line:
             break
-    proc.send_signal(signal.SIGINT)
+    if whom == "ksinspect":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert err.strip() == "ksinspect: interrupted: breakpoints removed, process detached"
@@ -271,6 +277,21 @@ def test_sigint_to_the_cli_midway(progs):
     assert exit_["after_detach"] and exit_["status"] == 0
     program = [l for l in lines if l.startswith(("calls", "counter", "checksum"))]
     assert program == _expected_output(progs, n)
+
+
+def test_tracee_killed_midway_ends_the_session_cleanly(progs):
+    with open(os.devnull, "w") as devnull:
+        with Debugger.start([progs["calls"], "100", "5"], stdout=devnull) as dbg:
+            dbg.add_software("bump")
+            dbg.add_guard("page")
+            dbg.add_hardware("counter", "w", 4)
+            events = []
+            for event in dbg.events(timeout=10):
+                events.append(event)
+                if len(events) == 3:
+                    os.kill(dbg.tracee.pid, signal.SIGKILL)
+    assert events[-1].kind == "exit" and events[-1].signal == "SIGKILL"
+    assert dbg.report.outcome == "the process has exited" and dbg.report.errors == ()
 
 
 # --------------------------------------------------------- (e) and (f) errors

@@ -5,11 +5,11 @@ import json
 import os
 import re
 import signal
-from typing import IO, List, Optional
+from typing import IO, List
 
 from ..errors import DecodeError, EncodeError, KsinspectError, UnsupportedError
 from ..live import ptrace
-from ..live.debugger import BREAKPOINT_EVENTS, Debugger, ExitEvent, prot_text
+from ..live.debugger import Debugger, ExitEvent, prot_text
 from ._args import UsageError, parse_int, split_breakpoint_spec
 
 HW_FORM = "ADDR:CONDITION:LENGTH (e.g. counter:write:4 or 0x404028:rw:8)"

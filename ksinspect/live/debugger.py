@@ -90,7 +90,7 @@ NR_MPROTECT = 10              # arch/x86/entry/syscalls/syscall_64.tbl
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 SYSCALL_INSN = b"\x0f\x05"
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
-_STEP_TRIES = 4
+_STEP_TRIES = 8
 _STOP_WAIT = 2.0              # seconds to wait for a thread to stop before giving up
 
 Address = Union[int, str]
@@ -978,7 +978,14 @@ class Debugger:
             if status >> 16:
                 continue                           # an interrupt or event stop: step again
             if sig != signal.SIGTRAP:
-                thread.pending_signal = sig        # arrived meanwhile: deliver it later
+                if sig == signal.SIGSEGV:
+                    # The stepped instruction touched a guarded page: that is
+                    # a guard hit of its own (which steps with rights back).
+                    info = pt.get_siginfo(tid)
+                    guard = self.guards.get(info.si_addr & ~(PAGE_SIZE - 1))
+                    if guard is not None and guard.armed and info.si_code == pt.SEGV_ACCERR:
+                        return events + self._on_guard(thread, guard, info)
+                self._defer_signal(thread, sig)    # arrived meanwhile: keep it for later
                 continue
             regs = pt.get_regs(tid)
             events += self._hw_hits(thread, regs)
@@ -1009,11 +1016,13 @@ class Debugger:
                 if after.rip == insn + len(SYSCALL_INSN):
                     result = after.rax
                     break
-                if os.WSTOPSIG(status) != signal.SIGTRAP and not status >> 16:
-                    raise PtraceError("process %d got %s while calling mprotect" % (
-                        self.tracee.pid, signal_name(os.WSTOPSIG(status))))
-                # Stopped before the instruction ran (the step trap of the
-                # syscall the thread was in, e.g. execve): step again.
+                sig = os.WSTOPSIG(status)
+                if sig != signal.SIGTRAP and not status >> 16:
+                    # A signal came first (Ctrl-C's SIGINT, a timer...): keep
+                    # it for later, as any stop seen while stopping a thread.
+                    self._defer_signal(self.tracee.threads.get(tid) or _Thread(tid), sig)
+                # Stopped before the instruction ran (a signal, or the step
+                # trap of the syscall the thread was in, e.g. execve): again.
                 pt.set_regs(tid, regs)
         finally:
             with contextlib.suppress(NoSuchProcessError):
