@@ -304,6 +304,33 @@ def test_attach_to_a_process_that_does_not_exist():
         Debugger.attach(pid)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the attacher as another user")
+def test_refused_attach_says_what_is_needed():
+    target = subprocess.Popen(["sleep", "20"])        # owned by root
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:                                    # the attacher, as nobody
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)                          # no CAP_SYS_PTRACE any more
+            status, _, err = cli("break", "--pid", str(target.pid), "--sw", "main")
+            os.write(w, json.dumps([status, err]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            status, err = json.loads(f.read())
+        os.waitpid(child, 0)
+    finally:
+        target.kill()
+        target.wait()
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith("ksinspect: error: not allowed to trace process %d: " % target.pid)
+    assert "same user id" in err and "CAP_SYS_PTRACE" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--pid", "12x", "--sw", "main"], "not a decimal process id"),
     (["--sw", "main"], "give a program to run"),

@@ -395,10 +395,11 @@ class Tracee:
         name, _, offset = where.partition("+")
         address = self.symbols.address(name.strip())
         if offset:
-            try:
-                address += int(offset.strip(), 0)
+            digits = offset.strip()
+            try:                                  # hex, like every number ksinspect reads
+                address += int(digits[2:] if digits.lower().startswith("0x") else digits, 16)
             except ValueError:
-                raise DecodeError("%r: the offset after '+' is not a number" % where) from None
+                raise DecodeError("%r: the offset after '+' is not a hex number" % where) from None
         return address, where
 
     def describe(self, address: int) -> Optional[str]:
