@@ -728,6 +728,14 @@ class Debugger:
         except ChildProcessError:
             return None
 
+    def __del__(self):
+        # A session dropped without close() must not leave 0xCC bytes behind.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
     def __enter__(self) -> "Debugger":
         return self
 
