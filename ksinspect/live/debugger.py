@@ -367,13 +367,24 @@ class Tracee:
         self.exit: Optional[ExitEvent] = None
         self._symbols: Optional[ProcessSymbols] = None
         self._syscall_address: Optional[int] = None
+        self._memory: Optional[pt.ProcessMemory] = None
 
     # memory and registers
     def read(self, address: int, size: int) -> bytes:
-        return pt.read_memory(self.pid, address, size)
+        if self._memory is None:
+            self._memory = pt.ProcessMemory(self.pid)
+        return self._memory.read(address, size)
 
     def write(self, address: int, data: bytes) -> None:
-        pt.write_memory(self.pid, address, data)
+        if self._memory is None:
+            self._memory = pt.ProcessMemory(self.pid)
+        self._memory.write(address, data)
+
+    def forget_memory(self) -> None:
+        """Close the memory descriptor (after an execve, or at the end)."""
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
 
     def regs(self, tid: Optional[int] = None) -> pt.UserRegs:
         return pt.get_regs(tid or self.pid)
@@ -792,7 +803,7 @@ class Debugger:
 
     def _poll(self, deadline: Optional[float]) -> Optional[Tuple[int, int]]:
         """The next (tid, status) of any thread, or None at the deadline."""
-        delay = 0.0
+        delay, spins = 0.0, 0
         while True:
             with _critical():
                 for tid in list(self.tracee.threads):
@@ -807,8 +818,14 @@ class Debugger:
                         return got, status
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+            # A hit usually comes back within microseconds: yield first,
+            # then sleep longer and longer (at most 10 ms) while nothing happens.
+            spins += 1
+            if spins <= 50:
+                os.sched_yield()
+                continue
             time.sleep(delay)
-            delay = min(0.01, delay * 2 or 0.0002)
+            delay = min(0.01, delay * 2 or 0.00005)
 
     def _thread_gone(self, tid: int, status: Optional[int]) -> None:
         self.tracee.threads.pop(tid, None)
@@ -873,6 +890,7 @@ class Debugger:
             self.hardware.clear()
             self.tracee._symbols = None
             self.tracee._syscall_address = None
+            self.tracee.forget_memory()
             for t in self.tracee.threads.values():
                 t.saved_debugregs = None
             return []
@@ -1187,6 +1205,7 @@ class Debugger:
         self.guards.clear()
         self.hardware.clear()
         tracee.threads.clear()
+        tracee.forget_memory()
         return CleanupReport(tracee.pid, restored_bytes, restored_threads, restored_pages,
                              detached, outcome, tuple(errors))
 

@@ -302,41 +302,67 @@ def _mem_error(pid: int, address: int, size: int, verb: str, exc: OSError) -> Pt
                        % (verb, size, address, pid, os.strerror(err)), err, "/proc/PID/mem", pid)
 
 
+class ProcessMemory:
+    """A traced process's memory through one open /proc/PID/mem descriptor
+    (PEEKDATA / POKEDATA when it cannot be opened). Writes reach read-only
+    code pages too: the kernel writes /proc/PID/mem with FOLL_FORCE for a
+    tracer, as PTRACE_POKEDATA does. The descriptor belongs to the address
+    space it was opened on: reopen it after an execve."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        try:
+            self._fd: Optional[int] = os.open("/proc/%d/mem" % pid, os.O_RDWR)
+        except OSError:
+            self._fd = None
+
+    def read(self, address: int, size: int) -> bytes:
+        if self._fd is None:
+            return _peek_bytes(self.pid, address, size)
+        try:
+            data = os.pread(self._fd, size, address)
+        except OSError as exc:
+            raise _mem_error(self.pid, address, size, "read", exc) from None
+        if len(data) != size:
+            raise PtraceError("cannot read %d byte(s) at %#x in process %d: only %d readable"
+                              % (size, address, self.pid, len(data)), _errno.EIO,
+                              "/proc/PID/mem", self.pid)
+        return data
+
+    def write(self, address: int, data: bytes) -> None:
+        if self._fd is None:
+            _poke_bytes(self.pid, address, data)
+            return
+        try:
+            written = os.pwrite(self._fd, data, address)
+        except OSError as exc:
+            raise _mem_error(self.pid, address, len(data), "write", exc) from None
+        if written != len(data):
+            raise PtraceError("cannot write %d byte(s) at %#x in process %d" % (
+                len(data), address, self.pid), _errno.EIO, "/proc/PID/mem", self.pid)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def read_memory(pid: int, address: int, size: int) -> bytes:
-    """Read tracee memory through /proc/PID/mem (PEEKDATA if that fails to open)."""
+    """Read tracee memory (one-shot; keep a ProcessMemory for many reads)."""
+    memory = ProcessMemory(pid)
     try:
-        fd = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
-    except OSError:
-        return _peek_bytes(pid, address, size)
-    try:
-        data = os.pread(fd, size, address)
-    except OSError as exc:
-        raise _mem_error(pid, address, size, "read", exc) from None
+        return memory.read(address, size)
     finally:
-        os.close(fd)
-    if len(data) != size:
-        raise PtraceError("cannot read %d byte(s) at %#x in process %d: only %d readable"
-                          % (size, address, pid, len(data)), _errno.EIO, "/proc/PID/mem", pid)
-    return data
+        memory.close()
 
 
 def write_memory(pid: int, address: int, data: bytes) -> None:
-    """Write tracee memory, read-only code pages included: the kernel writes
-    /proc/PID/mem with FOLL_FORCE for a tracer, as PTRACE_POKEDATA does."""
+    """Write tracee memory, read-only code pages included (one-shot)."""
+    memory = ProcessMemory(pid)
     try:
-        fd = os.open("/proc/%d/mem" % pid, os.O_WRONLY)
-    except OSError:
-        _poke_bytes(pid, address, data)
-        return
-    try:
-        written = os.pwrite(fd, data, address)
-    except OSError as exc:
-        raise _mem_error(pid, address, len(data), "write", exc) from None
+        memory.write(address, data)
     finally:
-        os.close(fd)
-    if written != len(data):
-        raise PtraceError("cannot write %d byte(s) at %#x in process %d" % (
-            len(data), address, pid), _errno.EIO, "/proc/PID/mem", pid)
+        memory.close()
 
 
 def _peek_bytes(pid: int, address: int, size: int) -> bytes:
