@@ -294,6 +294,35 @@ def test_tracee_killed_midway_ends_the_session_cleanly(progs):
     assert dbg.report.outcome == "the process has exited" and dbg.report.errors == ()
 
 
+def _state(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return [l.split()[1] for l in f if l.startswith("State:")][0]
+
+
+def test_attach_leaves_a_stopped_process_stopped(progs):
+    # A process stopped by SIGSTOP (job control) is resumed with PTRACE_LISTEN,
+    # not PTRACE_CONT: attaching must not wake it (ptrace(2), "group-stop").
+    target = subprocess.Popen(["sleep", "20"])
+    try:
+        os.kill(target.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while _state(target.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, out, err = cli("break", "--pid", str(target.pid), "--hw", "0x1000:w:8",
+                               "--timeout", "0.3")
+        assert status == 0, err
+        assert "detached" in out.splitlines()[-1]
+        assert _state(target.pid) == "T"
+        os.kill(target.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while _state(target.pid) == "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(target.pid) == "S"
+    finally:
+        target.kill()
+        target.wait()
+
+
 # --------------------------------------------------------- (e) and (f) errors
 
 def test_attach_to_a_process_that_does_not_exist():

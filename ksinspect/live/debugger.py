@@ -91,6 +91,7 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 SYSCALL_INSN = b"\x0f\x05"
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 _STEP_TRIES = 8
+_STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _STOP_WAIT = 2.0              # seconds to wait for a thread to stop before giving up
 
 Address = Union[int, str]
@@ -336,6 +337,7 @@ class _Thread:
     pending_signal: int = 0          # to deliver when resumed
     saved_debugregs: Optional[Dict[int, int]] = None
     listening: bool = False          # in group-stop under PTRACE_LISTEN
+    group_stopped: bool = False      # stopped by SIGSTOP & co. (job control)
 
 
 @contextlib.contextmanager
@@ -627,7 +629,10 @@ class Debugger:
         dr7 = encode_dr7([Breakpoint(b.slot, b.condition, b.length, "local", b.address)
                           for b in wanted])
         if cond is not Condition.EXECUTE:
-            bp.last = self.tracee.read(address, length)
+            try:
+                bp.last = self.tracee.read(address, length)
+            except PtraceError:
+                bp.last = None             # not mapped yet: no old value for the first hit
         with self._all_stopped(), _critical():
             for thread in self.tracee.threads.values():
                 self._save_debugregs(thread)
@@ -789,7 +794,11 @@ class Debugger:
         sig, thread.pending_signal = thread.pending_signal, 0
         if thread.listening:
             return
-        pt.cont(thread.tid, sig)
+        if thread.group_stopped:
+            pt.listen(thread.tid)        # SIGCONT will wake it and be reported
+            thread.listening = True
+        else:
+            pt.cont(thread.tid, sig)
         thread.stopped = False
 
     def _resume_all(self) -> None:
@@ -854,6 +863,7 @@ class Debugger:
             self._arm_thread(thread)
         thread.stopped = True
         thread.listening = False
+        thread.group_stopped = False       # set again below if this is a group-stop
         events: List[Event] = []
         try:
             events = self._classify(thread, status)
@@ -874,10 +884,8 @@ class Debugger:
                 self._pending_new.add(new_tid)
             return []
         if event == pt.PTRACE_EVENT_STOP:
-            if sig in (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-                pt.listen(tid)                       # group-stop: stay stopped, keep tracing
-                thread.listening = True
-                thread.stopped = False
+            if sig in _STOP_SIGNALS:
+                thread.group_stopped = True          # group-stop: stays stopped, still traced
             elif tid in self._pending_new:           # a new thread's first stop
                 self._pending_new.discard(tid)
                 self._arm_thread(thread)
@@ -927,9 +935,12 @@ class Debugger:
             self.hits += 1
             old = new = None
             if bp.condition is not Condition.EXECUTE:
-                now = self.tracee.read(bp.address, bp.length)
+                try:
+                    now: Optional[bytes] = self.tracee.read(bp.address, bp.length)
+                except PtraceError:
+                    now = None             # unmapped right after the access (munmap)
                 old = int.from_bytes(bp.last, "little") if bp.last is not None else None
-                new = int.from_bytes(now, "little")
+                new = int.from_bytes(now, "little") if now is not None else None
                 bp.last = now
             hits.append(HardwareHit(thread.tid, regs.rip, self.tracee.describe(regs.rip), slot,
                                     bp.address, bp.symbol, bp.condition.label, bp.length, dr6,
@@ -1088,6 +1099,9 @@ class Debugger:
             thread.stopped = True
             event, sig = status >> 16, os.WSTOPSIG(status)
             if event == pt.PTRACE_EVENT_STOP:
+                # Interrupted while in group-stop (kill -STOP): resuming must
+                # not wake it, so it will be put back to PTRACE_LISTEN.
+                thread.group_stopped = sig in _STOP_SIGNALS
                 if thread.tid in self._pending_new:
                     self._pending_new.discard(thread.tid)
                     self._arm_thread(thread)
