@@ -294,6 +294,20 @@ def test_tracee_killed_midway_ends_the_session_cleanly(progs):
     assert dbg.report.outcome == "the process has exited" and dbg.report.errors == ()
 
 
+def test_exec_ends_the_session_and_the_new_program_runs_on(progs, tmp_path):
+    shell = shutil.which("sh")
+    outfile = tmp_path / "out.txt"
+    with open(outfile, "w") as out:
+        with Debugger.start([shell, "-c", "exec %s 3" % progs["calls"]], stdout=out) as dbg:
+            events = dbg.run(timeout=10)
+        status = dbg.wait()
+    assert [e.kind for e in events] == ["exec"]
+    assert events[0].path == os.path.realpath(progs["calls"])
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert [l for l in outfile.read_text().splitlines() if l.startswith("checksum")] == \
+        [l for l in untraced([progs["calls"], "3"]) if l.startswith("checksum")]
+
+
 def _state(pid):
     with open("/proc/%d/status" % pid) as f:
         return [l.split()[1] for l in f if l.startswith("State:")][0]

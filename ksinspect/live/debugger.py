@@ -297,7 +297,25 @@ class ExitEvent:
         return "exit   pid %-7d %s" % (self.pid, how)
 
 
-Event = Union[HardwareHit, SoftwareHit, GuardHit, SignalEvent, ExitEvent]
+@dataclass(frozen=True)
+class ExecEvent:
+    """The tracee called execve: a new image, without any of the session's
+    breakpoints (its memory is new and Linux drops ptrace debug registers on
+    exec). The session ends; close() detaches."""
+
+    pid: int
+    path: Optional[str]
+    kind: str = "exec"
+
+    def to_dict(self) -> dict:
+        return {"event": self.kind, "pid": self.pid, "path": self.path}
+
+    def __str__(self) -> str:
+        return "exec   pid %-7d now runs %s: its breakpoints are gone, the session ends" % (
+            self.pid, self.path or "another program")
+
+
+Event = Union[HardwareHit, SoftwareHit, GuardHit, SignalEvent, ExitEvent, ExecEvent]
 BREAKPOINT_EVENTS = (HardwareHit, SoftwareHit, GuardHit)
 
 
@@ -493,6 +511,7 @@ class Debugger:
         self._dr7 = 0
         self._pending_new: set = set()    # threads created but not yet seen stopping
         self._exit_reported = False
+        self._ended: Optional[str] = None  # why the session cannot go on ("exec")
         _OPEN_SESSIONS.add(self)
 
     # ---------------------------------------------------------- starting
@@ -697,7 +716,7 @@ class Debugger:
         start_hits = self.hits
         try:
             self._resume_all()
-            while self.tracee.alive:
+            while self.tracee.alive and self._ended is None:
                 if count is not None and self.hits - start_hits >= count:
                     return
                 found = self._poll(deadline)
@@ -710,6 +729,8 @@ class Debugger:
                     if isinstance(event, ExitEvent):
                         self._exit_reported = True
                     yield event
+                if self._ended is not None:
+                    return
             if self.tracee.exit is not None and not self._exit_reported:
                 self._exit_reported = True
                 yield self.tracee.exit
@@ -762,6 +783,8 @@ class Debugger:
     def _require_open(self) -> None:
         if self._closed:
             raise KsinspectError("this debugging session is closed")
+        if self._ended is not None:
+            raise KsinspectError("the session ended: the process called %s" % self._ended)
         if not self.tracee.alive:
             raise NoSuchProcessError("process %d has exited" % self.tracee.pid)
 
@@ -901,7 +924,12 @@ class Debugger:
             self.tracee.forget_memory()
             for t in self.tracee.threads.values():
                 t.saved_debugregs = None
-            return []
+            try:
+                path: Optional[str] = os.readlink("/proc/%d/exe" % self.tracee.pid)
+            except OSError:
+                path = None
+            self._ended = "exec"
+            return [ExecEvent(self.tracee.pid, path)]
         if event:
             return []
         if sig == signal.SIGTRAP:
