@@ -127,6 +127,8 @@ def test_hardware_write_watchpoint_matches_the_program(progs, tmp_path, slot):
         assert hit.dr6.hits == [slot]
         assert hit.dr6.raw == DR6_NOTHING | 1 << slot    # Bk only (SDM §17.2.3)
         assert not (hit.dr6.bs or hit.dr6.bd or hit.dr6.bt)
+        assert "DR6 %#x: B%d" % (hit.dr6.raw, slot) in hit.explain()
+        assert "&lt;counter&gt;" in hit._repr_html_()           # escaped for notebooks
         value = new
     assert events[-1].kind == "exit" and events[-1].status == 0
 

@@ -79,6 +79,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import (DecodeError, EncodeError, KsinspectError, NoSuchProcessError,
                       PtraceError, UnsupportedError)
+from ..x86._bits import html_pre
 from ..x86.debugreg import DR6, DR7, Breakpoint, Condition, condition as parse_condition, encode_dr7
 from . import ptrace as pt
 from .elf_symbols import ProcessSymbols
@@ -174,8 +175,18 @@ def _where(address: int, symbol: Optional[str]) -> str:
     return "%#x%s" % (address, " <%s>" % symbol if symbol else "")
 
 
+class _Shown:
+    """Notebook view of an event: its line, escaped (plus explain() when there is one)."""
+
+    def explain(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return html_pre(self.explain())
+
+
 @dataclass(frozen=True)
-class HardwareHit:
+class HardwareHit(_Shown):
     """A DR0-DR3 breakpoint fired (SIGTRAP, si_code TRAP_HWBKPT, DR6.Bn set)."""
 
     tid: int
@@ -198,6 +209,10 @@ class HardwareHit:
                 "length": self.length, "old": self.old, "new": self.new,
                 "dr6": self.dr6.to_dict()}
 
+    def explain(self) -> str:
+        """The event, then DR6 field by field (which slot, BS/BD/BT, the fixed bits)."""
+        return str(self) + "\n\n" + self.dr6.explain()
+
     def __str__(self) -> str:
         text = "hw     tid %-7d rip %s  DR%d %s/%d at %s" % (
             self.tid, _where(self.rip, self.rip_symbol), self.slot, self.condition, self.length,
@@ -212,7 +227,7 @@ class HardwareHit:
 
 
 @dataclass(frozen=True)
-class SoftwareHit:
+class SoftwareHit(_Shown):
     """An INT3 breakpoint was reached (SIGTRAP, si_code SI_KERNEL, RIP = address + 1)."""
 
     tid: int
@@ -233,7 +248,7 @@ class SoftwareHit:
 
 
 @dataclass(frozen=True)
-class GuardHit:
+class GuardHit(_Shown):
     """An access to a guarded page faulted (SIGSEGV, si_code SEGV_ACCERR, si_addr)."""
 
     tid: int
@@ -260,7 +275,7 @@ class GuardHit:
 
 
 @dataclass(frozen=True)
-class SignalEvent:
+class SignalEvent(_Shown):
     """A signal the tracee received that is not a breakpoint; it is delivered."""
 
     tid: int
@@ -280,7 +295,7 @@ class SignalEvent:
 
 
 @dataclass(frozen=True)
-class ExitEvent:
+class ExitEvent(_Shown):
     """The tracee exited (status) or was killed (signal)."""
 
     pid: int
@@ -298,7 +313,7 @@ class ExitEvent:
 
 
 @dataclass(frozen=True)
-class ExecEvent:
+class ExecEvent(_Shown):
     """The tracee called execve: a new image, without any of the session's
     breakpoints (its memory is new and Linux drops ptrace debug registers on
     exec). The session ends; close() detaches."""
@@ -486,7 +501,7 @@ class Debugger:
 
     Example::
 
-        with Debugger.start(["./counter", "5"]) as dbg:
+        with Debugger.start(["./calls", "5"]) as dbg:   # tests/programs/calls.c
             dbg.add_hardware("counter", "write", 4)
             dbg.add_software("bump")
             dbg.add_guard("page")
@@ -652,7 +667,8 @@ class Debugger:
                 bp.last = self.tracee.read(address, length)
             except PtraceError:
                 bp.last = None             # not mapped yet: no old value for the first hit
-        with self._all_stopped(), _critical():
+        self._stop_all()
+        with _critical():
             for thread in self.tracee.threads.values():
                 self._save_debugregs(thread)
                 pt.set_debugreg(thread.tid, slot, address)
@@ -667,7 +683,8 @@ class Debugger:
         address, symbol = self.tracee.resolve(where)
         if address in self.software:
             raise EncodeError("there is already a software breakpoint at %#x" % address)
-        with self._all_stopped(), _critical():
+        self._stop_all()
+        with _critical():
             original = self.tracee.read(address, 1)[0]
             bp = SoftwareBreakpoint(address, original, symbol)
             self.tracee.write(address, bytes([INT3]))
@@ -699,7 +716,8 @@ class Debugger:
         if access == "write" and not prot & PROT_WRITE:
             raise DecodeError("page %#x is not writable (%s): a write guard would never fire"
                               % (page, perms))
-        with self._all_stopped(), _critical():
+        self._stop_all()
+        with _critical():
             self._mprotect(self._any_stopped_tid(), page, guard.guarded_prot)
             guard.armed = True
             self.guards[page] = guard
@@ -793,12 +811,6 @@ class Debugger:
             if thread.stopped:
                 return thread.tid
         raise PtraceError("no stopped thread in process %d" % self.tracee.pid)
-
-    @contextlib.contextmanager
-    def _all_stopped(self):
-        """Make sure every thread is stopped (they are between events() calls)."""
-        self._stop_all()
-        yield
 
     def _save_debugregs(self, thread: _Thread) -> None:
         if thread.saved_debugregs is None:
