@@ -92,7 +92,9 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 SYSCALL_INSN = b"\x0f\x05"
 _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 _STEP_TRIES = 8
-_STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+# Job-control stops (absent on Windows, where this module only says "unsupported").
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU")
+                      if hasattr(signal, n))
 _STOP_WAIT = 2.0              # seconds to wait for a thread to stop before giving up
 
 Address = Union[int, str]
