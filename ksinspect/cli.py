@@ -10,7 +10,7 @@ import sys
 from typing import IO, Optional, Sequence
 
 from . import __version__
-from .commands import decode, live, tables, memory, paging, windows
+from .commands import breakpoints, decode, live, tables, memory, paging, windows
 from .commands._args import Parser, UsageError
 from .errors import KsinspectError
 from .render import FORMATS
@@ -19,7 +19,7 @@ EXIT_DATA = 1
 EXIT_USAGE = 2
 
 # Each module adds its subcommands, in the order they are listed in --help.
-COMMAND_MODULES = (decode, live, tables, memory, paging, windows)
+COMMAND_MODULES = (decode, live, tables, memory, paging, windows, breakpoints)
 
 
 def build_parser() -> Parser:

@@ -122,3 +122,26 @@ class NoTebError(KsinspectError, LookupError):
 
 class KernelNotFoundError(KsinspectError, LookupError):
     """No Windows kernel image was found in memory, or the image named is not one."""
+class PtraceError(LiveOSError):
+    """A ptrace request on a tracee failed.
+
+    Attributes:
+        request: the ptrace request name (``"PTRACE_POKEUSER"``...).
+        pid: the thread it was made on.
+    """
+
+    def __init__(self, message: str, errno: int = 0, request: str = "", pid: int = 0):
+        super().__init__(errno, message)
+        self.request = request
+        self.pid = pid
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+class TracePermissionError(PtraceError, PermissionError):
+    """The kernel refused to let this process trace the one asked for."""
+
+
+class NoSuchProcessError(PtraceError, ProcessLookupError):
+    """The process (or thread) to trace does not exist, or has exited."""

@@ -35,3 +35,19 @@ def parse_hex_bytes(text: str, what: str) -> bytes:
         return bytes.fromhex(cleaned)
     except ValueError:
         raise UsageError("argument %s: %r is not a string of hex bytes" % (what, text)) from None
+
+
+def split_breakpoint_spec(text: str, what: str, form: str) -> tuple:
+    """Split ``FIRST:CONDITION:LENGTH[:EXTRA...]``, the shape shared by
+    ``dr7 --set SLOT:...`` and ``break --hw ADDR:...``; LENGTH is decimal
+    (1, 2, 4 or 8 bytes). The condition and the length are checked by the
+    DR7 encoder. Returns (first, condition, length, extras)."""
+    parts = text.split(":")
+    if len(parts) < 3 or not all(p.strip() for p in parts[:3]):
+        raise UsageError("argument %s: %r is not %s" % (what, text, form))
+    try:
+        length = int(parts[2], 10)
+    except ValueError:
+        raise UsageError("argument %s: %r: LENGTH is a decimal number of bytes (1, 2, 4 or 8)"
+                         % (what, text)) from None
+    return parts[0].strip(), parts[1].strip(), length, parts[3:]

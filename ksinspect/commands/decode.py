@@ -5,7 +5,7 @@ from ..errors import DecodeError, EncodeError
 from ..render import emit
 from ..x86 import (DR6, DR7, LEVEL_NAMES, Breakpoint, PagingEntry, PagingMode,
                    SegmentDescriptor, Selector, encode_dr7)
-from ._args import UsageError, parse_hex_bytes, parse_int
+from ._args import UsageError, parse_hex_bytes, parse_int, split_breakpoint_spec
 
 
 def _emit_value(args, out: IO[str], value, records: Optional[List[dict]] = None,
@@ -57,21 +57,19 @@ def cmd_pte(args, out):
 
 def parse_breakpoint(text: str) -> Breakpoint:
     """SLOT:CONDITION:LENGTH[:local|global|both][:ADDRESS]"""
-    parts = text.split(":")
-    if len(parts) < 3:
-        raise UsageError("argument --set: %r is not SLOT:CONDITION:LENGTH[:local|global][:ADDRESS]"
-                         % text)
+    slot_text, cond, length, extras = split_breakpoint_spec(
+        text, "--set", "SLOT:CONDITION:LENGTH[:local|global][:ADDRESS]")
     try:
-        slot, length = int(parts[0], 10), int(parts[2], 10)
+        slot = int(slot_text, 10)
     except ValueError:
         raise UsageError("argument --set: %r: SLOT and LENGTH are decimal numbers" % text) from None
     scope, address = "local", None
-    for extra in parts[3:]:
+    for extra in extras:
         if extra.lower() in ("local", "global", "both"):
             scope = extra.lower()
         else:
             address = parse_int(extra, "--set ADDRESS")
-    return Breakpoint(slot, parts[1], length, scope, address)
+    return Breakpoint(slot, cond, length, scope, address)
 
 
 def cmd_dr7(args, out):
