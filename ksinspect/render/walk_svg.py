@@ -46,8 +46,8 @@ def _va_fields(t: Translation) -> List[Tuple[str, int, int, Optional[int], str]]
     else:
         offset_bits = 12
     pieces = []
-    if va_bits < 64:
-        pieces.append(("sign", 63, va_bits, None, "sign extension" if va_bits > 32 else ""))
+    if 32 < va_bits < 64:
+        pieces.append(("sign", 63, va_bits, None, "sign ext."))
     for level in levels:
         shift, bits = _BITS[mode][level]
         msb, lsb = shift + bits - 1, shift
@@ -56,8 +56,9 @@ def _va_fields(t: Translation) -> List[Tuple[str, int, int, Optional[int], str]]
         name = LEVEL_NAMES[mode][level]
         role = "index" if level in read else "unused"
         pieces.append((role, msb, lsb, level, name))
-    pieces.append(("offset", offset_bits - 1, 0, None, "offset"))
-    return [p for p in pieces if not (p[0] == "sign" and va_bits >= 64)]
+    pieces.append(("offset", offset_bits - 1, 0, None, "offset" if offset_bits == 12 else
+                   "offset in the %s page" % _size_text(1 << offset_bits)))
+    return pieces
 
 
 def _flags(t: Translation, step) -> List[Tuple[str, bool]]:
@@ -130,7 +131,7 @@ def walk_svg(t: Translation) -> str:
             body.append(_svg.text(bx, bar_top - 4, str(bit), 9,
                                   "start" if bit == msb and msb != lsb else "end", "bitnum",
                                   fill="#444"))
-    if va_bits < 64:
+    if 32 < va_bits < 64:
         body.append(_svg.text(MARGIN + 2, bar_top - 4, "63", 9, cls="bitnum", fill="#444"))
     y = bar_top + 40 + 22
 
