@@ -62,3 +62,7 @@ class InvalidAddressError(KsinspectError, LookupError):
         self.address = address
         self.level = level
         self.entry = entry
+
+
+class OutputError(KsinspectError, OSError):
+    """An output file (such as an SVG picture) cannot be written."""

@@ -35,3 +35,27 @@ def parse_hex_bytes(text: str, what: str) -> bytes:
         return bytes.fromhex(cleaned)
     except ValueError:
         raise UsageError("argument %s: %r is not a string of hex bytes" % (what, text)) from None
+
+
+def add_svg_option(parser) -> None:
+    parser.add_argument("--svg", metavar="FILE",
+                        help="also draw the value as an SVG picture in FILE (for slides)")
+
+
+def write_svg(path, value) -> None:
+    """Write value.to_svg() to path, before any other output, so a bad path
+    leaves nothing half done.
+
+    Raises:
+        OutputError: the file cannot be written (exit status 1).
+    """
+    if path is None:
+        return
+    from ..errors import OutputError
+    svg = value.to_svg()
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(svg)
+    except OSError as exc:
+        raise OutputError("cannot write the SVG picture to %s: %s" % (
+            path, exc.strerror or exc)) from None

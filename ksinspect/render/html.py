@@ -6,7 +6,7 @@ which stay plain text. Strings from a dump (symbol names, findings) are
 hostile input: everything here goes through :func:`html.escape`.
 """
 import html
-from typing import Any, Callable, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from ..x86._bits import Explanation
 
@@ -86,9 +86,13 @@ def records_html(records: Sequence[dict], columns: Sequence[str], caption: str =
 def batch_html(batch: Sequence[Any], caption: str) -> str:
     """A DecodedBatch (descriptors, paging entries, translations): one line per row."""
     n = len(batch)
-    rows = ((i, getattr(batch[i], "address", None), str(batch[i])) for i in range(min(n, MAX_ROWS)))
-    rows = ((i, "" if a is None else "%#x" % a, s) for i, a, s in rows)
-    return table_html(rows, ("#", "Address", "Value"), caption, n)
+
+    def row(i: int) -> Tuple[int, str, str]:
+        value = batch[i]
+        address = getattr(value, "address", None)
+        return i, "" if address is None else "%#x" % address, str(value)
+    return table_html((row(i) for i in range(min(n, MAX_ROWS))), ("#", "Address", "Value"),
+                      caption, n)
 
 
 def translation_html(t: Any) -> str:
