@@ -11,7 +11,7 @@ Table 6-1 (vectors 0-31); AMD APM vol. 2 Table 8-1 for #HV, #VC and #SX.
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import TruncatedDataError
+from .errors import DecodeError, TruncatedDataError
 from .memory.cpu import SEGMENT_NAMES
 from .symbols import SymbolTable
 from .x86 import DescriptorKind, DescriptorMode, SegmentDescriptor, decode_descriptor_table
@@ -160,6 +160,16 @@ def infer_mode(data: bytes) -> Tuple[DescriptorMode, str]:
                                    "(L=1, D=0); give --mode long if this is an IA-32e table")
 
 
+def _as_mode(mode) -> DescriptorMode:
+    """A mode given by name ("legacy", "long") as the enum the results carry."""
+    if isinstance(mode, str):
+        for member in DescriptorMode:
+            if member.value == mode:
+                return member
+        raise DecodeError("unknown descriptor mode %r (expected 'legacy' or 'long')" % (mode,))
+    return mode
+
+
 def _check_length(data: bytes, what: str) -> None:
     if len(data) == 0:
         raise TruncatedDataError("%s: the table is empty" % what)
@@ -225,6 +235,7 @@ def decode_table(data: bytes, table: str = "GDT", mode=None, base: Optional[int]
     if mode is None:
         mode, why = infer_mode(data)
         notes.append(why)
+    mode = _as_mode(mode)
     decoded = decode_descriptor_table(data, mode, "segments", base_address=base)
     marks = _selected_by(cpu, table)
     tr_index = cpu.segments["tr"].selector >> 3 if cpu is not None and "tr" in cpu.segments else None
@@ -361,6 +372,7 @@ def decode_idt(data: bytes, mode=None, base: Optional[int] = None, limit: Option
     if mode is None:
         mode, why = infer_idt_mode(data)
         notes.append(why)
+    mode = _as_mode(mode)
     decoded = decode_descriptor_table(data, mode, "interrupts", base_address=base)
     if text_range is None and symbols is not None:
         text_range = symbols.text_range
