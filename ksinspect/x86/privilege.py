@@ -56,6 +56,10 @@ def _check_cpl(cpl: int) -> None:
         raise DecodeError("CPL %r is not a privilege level 0..3" % (cpl,))
 
 
+def _op(holds: bool, yes: str, no: str) -> str:
+    return yes if holds else no
+
+
 def _result(ok: bool, rule: str, fault: str, section: str) -> PrivilegeCheck:
     return PrivilegeCheck(ok, rule, "" if ok else fault, "%s %s" % (_SECTIONS, section))
 
@@ -119,11 +123,12 @@ def check_code_transfer(cpl: int, selector: Selector, descriptor: SegmentDescrip
     if descriptor.conforming:
         ok = descriptor.dpl <= cpl
         rule = "conforming: DPL %d %s CPL %d (RPL ignored; CPL stays %d)" % (
-            descriptor.dpl, "<=" if ok else ">", cpl, cpl)
+            descriptor.dpl, _op(ok, "<=", ">"), cpl, cpl)
     else:
         ok = descriptor.dpl == cpl and selector.rpl <= cpl
-        rule = "nonconforming: DPL %d == CPL %d and RPL %d <= CPL %d" % (
-            descriptor.dpl, cpl, selector.rpl, cpl)
+        rule = "nonconforming: needs DPL == CPL and RPL <= CPL: DPL %d %s CPL %d, RPL %d %s CPL %d" % (
+            descriptor.dpl, _op(descriptor.dpl == cpl, "==", "!="), cpl, selector.rpl,
+            _op(selector.rpl <= cpl, "<=", ">"), cpl)
     if ok and not descriptor.present:
         return _result(False, rule + ", but the segment is not present", "#NP", "§5.8.1")
     return _result(ok, rule, "#GP", "§5.8.1")
@@ -144,8 +149,9 @@ def check_call_gate(cpl: int, gate_selector: Selector, gate: SegmentDescriptor,
         return _result(False, "the selector names %s, not a call gate" % gate.type_name,
                        "#GP", "§5.8.4")
     gate_ok = cpl <= gate.dpl and gate_selector.rpl <= gate.dpl
-    rule = "CPL %d <= gate DPL %d and RPL %d <= gate DPL %d" % (
-        cpl, gate.dpl, gate_selector.rpl, gate.dpl)
+    rule = "CPL %d %s gate DPL %d, RPL %d %s gate DPL %d" % (
+        cpl, _op(cpl <= gate.dpl, "<=", ">"), gate.dpl, gate_selector.rpl,
+        _op(gate_selector.rpl <= gate.dpl, "<=", ">"), gate.dpl)
     if not gate_ok:
         return _result(False, rule, "#GP", "§5.8.4, Table 5-1")
     if not gate.present:
@@ -155,10 +161,11 @@ def check_call_gate(cpl: int, gate_selector: Selector, gate: SegmentDescriptor,
                        "§5.8.4")
     if instruction == "jmp" and not target.conforming:
         ok = target.dpl == cpl
-        rule += "; JMP to nonconforming code: DPL %d == CPL %d" % (target.dpl, cpl)
+        rule += "; JMP to nonconforming code needs DPL == CPL: DPL %d %s CPL %d" % (
+            target.dpl, _op(ok, "==", "!="), cpl)
     else:
         ok = target.dpl <= cpl
-        rule += "; target DPL %d <= CPL %d" % (target.dpl, cpl)
+        rule += "; target DPL %d %s CPL %d" % (target.dpl, _op(ok, "<=", ">"), cpl)
         if ok and not target.conforming and target.dpl < cpl:
             rule += " (CPL becomes %d, with a stack switch: §5.8.5)" % target.dpl
     return _result(ok, rule, "#GP", "§5.8.4, Table 5-1")
