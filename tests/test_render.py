@@ -263,3 +263,46 @@ def test_address_map_figure(spaces):
     assert len(hist.axes[0].patches) == 2          # 4 KiB and 4 MiB pages
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+# -- pictures, rendered to PNG and looked at -------------------------------------------------
+
+def _svg_to_png(svg):
+    cairosvg = pytest.importorskip("cairosvg")      # needs libcairo2 (Debian: libcairo2)
+    return cairosvg.svg2png(bytestring=svg.encode("utf-8"))
+
+
+def _check_png(data, min_bytes=4000):
+    """Non-trivial: big enough, and neither blank nor a solid block."""
+    image_module = pytest.importorskip("PIL.Image")
+    import io
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > min_bytes
+    image = image_module.open(io.BytesIO(data)).convert("RGB")
+    width, height = image.size
+    assert width > 300 and height > 150
+    colours = image.getcolors(maxcolors=width * height)      # [(count, (r, g, b))]
+    inked = sum(n for n, rgb in colours if sum(rgb) < 3 * 235) / (width * height)
+    assert 0.02 < inked < 0.9, inked
+    assert len(colours) > 20             # text, lines and fill colours
+
+
+def test_pictures_render_to_png(spaces):
+    try:
+        bitfield = _svg_to_png(SegmentDescriptor.decode(0x81A08E0000100AE0, 0xFFFFFFFF).to_svg())
+    except OSError as exc:                          # cairosvg present, libcairo missing
+        pytest.skip("cairo library missing: %s" % exc)
+    _check_png(bitfield)
+    _check_png(_svg_to_png(spaces["x86_64-5level"].translate(0x400123).to_svg()))
+    _check_png(_svg_to_png(DR7.decode(0x41403).to_svg()))
+    pytest.importorskip("matplotlib")
+    import io
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ksinspect.render.address_map import plot_address_space, plot_page_sizes
+    for figure in (plot_address_space(spaces["x86_64-4level"]),
+                   plot_page_sizes(spaces["x86_64-4level"])):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=60)
+        _check_png(buffer.getvalue())
+    plt.close("all")

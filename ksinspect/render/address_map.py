@@ -122,8 +122,10 @@ def plot_address_space(space_or_table: Any, ax: Any = None, gap: Optional[int] =
     handles = [Patch(facecolor=RIGHTS_COLOURS[k], label=RIGHTS_LABELS[k]) for k in RIGHTS_COLOURS]
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="////",
                          label="user (U/S=1)"))
-    handles += [Patch(facecolor="#cccccc", label=label) for label in (
-        "thin: 4 KiB pages", "medium: 2/4 MiB pages", "thick: 1 GiB pages")]
+    from matplotlib.lines import Line2D
+    handles += [Line2D([0], [0], color="#9e9e9e", linewidth=width, label=label)
+                for width, label in ((2.5, "4 KiB pages"), (5.5, "2 MiB / 4 MiB pages"),
+                                     (8, "1 GiB pages"))]
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
