@@ -306,3 +306,11 @@ def test_pictures_render_to_png(spaces):
         figure.savefig(buffer, format="png", dpi=60)
         _check_png(buffer.getvalue())
     plt.close("all")
+
+
+def test_walk_diagram_of_a_non_canonical_address(spaces):
+    # translate_many does not raise: the Translation says why, and draws no entry
+    t = spaces["x86_64-4level"].translate_many([0x0000800000000000])[0]
+    root = svg_root(t.to_svg())
+    assert not by_class(root, "rect", "walk-step")
+    assert "not canonical" in "".join(root.itertext())

@@ -141,7 +141,8 @@ def walk_svg(t: Translation) -> str:
     top_level = max(names)
     table_kind = "PDPT (32 bytes)" if mode is PagingMode.PAE else _TABLE_OF[names[top_level]]
     cr3 = "CR3 = %#x" % t.cr3 if t.cr3 is not None else "CR3"
-    cr3_lines = [cr3, "names the %s at physical %#x" % (table_kind, _root(t))]
+    cr3_lines = [cr3, "names the %s at physical %#x" % (table_kind, _root(t)) if t.path
+                 else "no entry read: %s" % (t.error or t.reason)]
     y = _box(body, y, box_width, "#eeeeee", cr3_lines, "walk-root", None)
     for step in t.path:
         y = _arrow(body, y)
