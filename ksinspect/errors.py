@@ -122,6 +122,8 @@ class NoTebError(KsinspectError, LookupError):
 
 class KernelNotFoundError(KsinspectError, LookupError):
     """No Windows kernel image was found in memory, or the image named is not one."""
+
+
 class PtraceError(LiveOSError):
     """A ptrace request on a tracee failed.
 
@@ -145,3 +147,7 @@ class TracePermissionError(PtraceError, PermissionError):
 
 class NoSuchProcessError(PtraceError, ProcessLookupError):
     """The process (or thread) to trace does not exist, or has exited."""
+
+
+class OutputError(KsinspectError, OSError):
+    """An output file (such as an SVG picture) cannot be written."""

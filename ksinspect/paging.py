@@ -26,7 +26,7 @@ from ._native import PAGING_OPTION_PSE as _PSE
 from ._native import PAGING_OPTION_WP as _WP
 from .errors import DecodeError, InvalidAddressError, KsinspectError
 from .x86._batch import DecodedBatch
-from .x86._bits import flag_names, html_pre
+from .x86._bits import flag_names
 from .x86.paging_entry import (LEVEL_NAMES, PAT_DEFAULT, PagingEntry, PagingMode, PteAnomaly,
                                _MODE_CODE, paging_mode)
 
@@ -133,6 +133,7 @@ class Translation:
     anomalies: PteAnomaly
     mode: PagingMode
     wp: bool = True
+    cr3: Optional[int] = None
 
     @property
     def mapped(self) -> bool:
@@ -205,8 +206,14 @@ class Translation:
                 flag_names(self.anomalies, PteAnomaly)))
         return "\n".join(lines)
 
+    def to_svg(self) -> str:
+        """The walk diagram (CR3, each level, the page) as a standalone SVG document."""
+        from .render.walk_svg import walk_svg
+        return walk_svg(self)
+
     def _repr_html_(self) -> str:
-        return html_pre(self.explain())
+        from .render.html import translation_html
+        return translation_html(self)
 
 
 @dataclass(frozen=True)
@@ -480,13 +487,13 @@ class AddressSpace:
             return Translation(va, d[_T_PA], d[_T_SIZE], bool(rights & _w.RIGHT_WRITABLE),
                                bool(rights & _w.RIGHT_USER), bool(rights & _w.RIGHT_NX),
                                tuple(steps), None, _w.REASON_TEXT[reason], None,
-                               PteAnomaly(d[_T_ANOM]), mode, self.wp)
+                               PteAnomaly(d[_T_ANOM]), mode, self.wp, self.cr3)
         error = self._error_text(va, reason, fail, steps)
         return Translation(va, None, None, None, None, None, tuple(steps), error,
                            _w.REASON_TEXT.get(reason, "unknown"),
                            fail if reason in (_w.REASON_NOT_PRESENT, _w.REASON_NOT_IN_IMAGE,
                                               _w.REASON_RESERVED) else None,
-                           PteAnomaly(d[_T_ANOM]), mode, self.wp)
+                           PteAnomaly(d[_T_ANOM]), mode, self.wp, self.cr3)
 
     def _error_text(self, va: int, reason: int, level: int, steps: List[WalkStep]) -> str:
         names = LEVEL_NAMES[self.mode]

@@ -8,6 +8,7 @@ files are read transparently.
 import bisect
 import gzip
 import lzma
+import os
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
@@ -148,7 +149,8 @@ class SymbolTable:
         return self.text_range[0] <= address < self.text_range[1]
 
 
-def _open_text(path: str):
+def _open_text(path):
+    path = os.fspath(path)      # str or pathlib.Path
     if path.endswith(".xz"):
         return lzma.open(path, "rt", encoding="ascii")
     if path.endswith(".gz"):

@@ -8,11 +8,10 @@ and reports findings as data.
 Rules: Intel SDM vol. 3A §3.5.1 (GDT/LDT), §6.10-6.11 and §6.14.1 (IDT),
 Table 6-1 (vectors 0-31); AMD APM vol. 2 Table 8-1 for #HV, #VC and #SX.
 """
-import html
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .errors import TruncatedDataError
+from .errors import DecodeError, TruncatedDataError
 from .memory.cpu import SEGMENT_NAMES
 from .symbols import SymbolTable
 from .x86 import DescriptorKind, DescriptorMode, SegmentDescriptor, decode_descriptor_table
@@ -133,16 +132,19 @@ class DescriptorTable:
                 "entries": [e.to_dict() for e in self.entries]}
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr><td>%#06x</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
-                e.selector, html.escape(str(e.descriptor)),
-                html.escape(", ".join(r.upper() for r in e.registers)),
-                html.escape("; ".join(map(str, e.findings))))
-            for e in self.entries)
-        notes = "".join("<p>%s</p>" % html.escape(n) for n in self.notes)
-        return ("<div><b>%s</b> (%s mode)%s<table><tr><th>Sel</th><th>Descriptor</th>"
-                "<th>Registers</th><th>Findings</th></tr>%s</table></div>"
-                % (self.table, self.mode.value, notes, rows))
+        from .render.html import notes_html, table_html
+        rows = [("%#06x" % e.selector, e.index, e.descriptor.short_type,
+                 "%#x" % e.descriptor.base, "%#x" % e.descriptor.limit, e.descriptor.dpl,
+                 "P" if e.descriptor.present else "NP", str(e.descriptor),
+                 ", ".join(r.upper() for r in e.registers), "; ".join(map(str, e.findings)))
+                for e in self.entries]
+        caption = "%s (%s mode)%s" % (self.table, self.mode.value,
+                                      "" if self.base is None else " at %#x" % self.base)
+        return '<div class="ksinspect-table">%s%s</div>' % (
+            table_html(rows, ("Sel", "Index", "Type", "Base", "Limit", "DPL", "P", "Descriptor",
+                              "Registers", "Findings"), caption,
+                       row_class=lambda i: "finding" if self.entries[i].findings else ""),
+            notes_html(self.notes))
 
 
 def infer_mode(data: bytes) -> Tuple[DescriptorMode, str]:
@@ -156,6 +158,16 @@ def infer_mode(data: bytes) -> Tuple[DescriptorMode, str]:
                                          "code segment (L=1, D=0) at offset %#x" % d.slot_offset)
     return DescriptorMode.LEGACY, ("mode inferred as legacy: no 64-bit code segment "
                                    "(L=1, D=0); give --mode long if this is an IA-32e table")
+
+
+def _as_mode(mode) -> DescriptorMode:
+    """A mode given by name ("legacy", "long") as the enum the results carry."""
+    if isinstance(mode, str):
+        for member in DescriptorMode:
+            if member.value == mode:
+                return member
+        raise DecodeError("unknown descriptor mode %r (expected 'legacy' or 'long')" % (mode,))
+    return mode
 
 
 def _check_length(data: bytes, what: str) -> None:
@@ -223,6 +235,7 @@ def decode_table(data: bytes, table: str = "GDT", mode=None, base: Optional[int]
     if mode is None:
         mode, why = infer_mode(data)
         notes.append(why)
+    mode = _as_mode(mode)
     decoded = decode_descriptor_table(data, mode, "segments", base_address=base)
     marks = _selected_by(cpu, table)
     tr_index = cpu.segments["tr"].selector >> 3 if cpu is not None and "tr" in cpu.segments else None
@@ -308,12 +321,17 @@ class InterruptTable:
                 "entries": [e.to_dict(self.symbols_source is not None) for e in self.entries]}
 
     def _repr_html_(self) -> str:
-        rows = "".join("<tr><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
-            e.vector, html.escape(e.name), html.escape(str(e.gate)),
-            html.escape(e.symbol or ""), html.escape("; ".join(map(str, e.findings))))
-            for e in self.entries)
-        return ("<div><b>IDT</b> (%s mode)<table><tr><th>Vector</th><th>Name</th><th>Gate</th>"
-                "<th>Symbol</th><th>Findings</th></tr>%s</table></div>" % (self.mode.value, rows))
+        from .render.html import notes_html, table_html
+        rows = [(e.vector, e.name, e.gate.short_type, "%#06x" % getattr(e.gate, "selector", 0),
+                 "%#x" % getattr(e.gate, "offset", 0), getattr(e.gate, "ist", 0), e.gate.dpl,
+                 e.symbol or "", "; ".join(map(str, e.findings))) for e in self.entries]
+        caption = "IDT (%s mode)%s" % (self.mode.value,
+                                       "" if self.base is None else " at %#x" % self.base)
+        return '<div class="ksinspect-table">%s%s</div>' % (
+            table_html(rows, ("Vector", "Name", "Type", "Selector", "Handler", "IST", "DPL",
+                              "Symbol", "Findings"), caption,
+                       row_class=lambda i: "finding" if self.entries[i].findings else ""),
+            notes_html(self.notes))
 
 
 def infer_idt_mode(data: bytes) -> Tuple[DescriptorMode, str]:
@@ -354,6 +372,7 @@ def decode_idt(data: bytes, mode=None, base: Optional[int] = None, limit: Option
     if mode is None:
         mode, why = infer_idt_mode(data)
         notes.append(why)
+    mode = _as_mode(mode)
     decoded = decode_descriptor_table(data, mode, "interrupts", base_address=base)
     if text_range is None and symbols is not None:
         text_range = symbols.text_range

@@ -19,6 +19,7 @@ from ksinspect.errors import DecodeError, ImageFormatError, InvalidAddressError,
 from ksinspect.memory import PhysicalMemory, Run, open_image_bytes
 from ksinspect.paging import AddressSpace, Mapping, WalkLimitError
 from pagetable_builder import NX, PAGE, PS, P, RW, US, PageTableBuilder
+from html_check import parse_view
 
 GIB, MIB = 1 << 30, 1 << 20
 MODES = ("32", "pae", "4level", "5level")
@@ -630,7 +631,7 @@ def test_translation_to_dict_and_text():
     assert d["pa"] == 0x20_0123 and d["error"] is None
     json.dumps(d)
     assert "2 MiB page" in str(t) and "PDE" in t.explain()
-    assert t._repr_html_().startswith("<pre>")
+    parse_view(t._repr_html_(), str(t))
     missing = space.translate(0x5000_0000)
     assert "not mapped" in str(missing) and missing.to_dict()["page_size"] is None
     m = next(iter(space.mappings()))

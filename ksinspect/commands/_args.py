@@ -51,3 +51,27 @@ def split_breakpoint_spec(text: str, what: str, form: str) -> tuple:
         raise UsageError("argument %s: %r: LENGTH is a decimal number of bytes (1, 2, 4 or 8)"
                          % (what, text)) from None
     return parts[0].strip(), parts[1].strip(), length, parts[3:]
+
+
+def add_svg_option(parser) -> None:
+    parser.add_argument("--svg", metavar="FILE",
+                        help="also draw the value as an SVG picture in FILE (for slides)")
+
+
+def write_svg(path, value) -> None:
+    """Write value.to_svg() to path, before any other output, so a bad path
+    leaves nothing half done.
+
+    Raises:
+        OutputError: the file cannot be written (exit status 1).
+    """
+    if path is None:
+        return
+    from ..errors import OutputError
+    svg = value.to_svg()
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(svg)
+    except OSError as exc:
+        raise OutputError("cannot write the SVG picture to %s: %s" % (
+            path, exc.strerror or exc)) from None

@@ -5,11 +5,13 @@ from ..errors import DecodeError, EncodeError
 from ..render import emit
 from ..x86 import (DR6, DR7, LEVEL_NAMES, Breakpoint, PagingEntry, PagingMode,
                    SegmentDescriptor, Selector, encode_dr7)
-from ._args import UsageError, parse_hex_bytes, parse_int, split_breakpoint_spec
+from ._args import (UsageError, add_svg_option, parse_hex_bytes, parse_int,
+                    split_breakpoint_spec, write_svg)
 
 
 def _emit_value(args, out: IO[str], value, records: Optional[List[dict]] = None,
                 columns: Optional[Sequence[str]] = None) -> int:
+    write_svg(getattr(args, "svg", None), value)
     document = value.to_dict()
     emit(out, args.format, records if records is not None else [_flat(document)],
          document=document, text=value.explain(), columns=columns)
@@ -108,6 +110,7 @@ def register(sub, output) -> None:
     p.add_argument("--bytes", metavar="HEX", help="the descriptor in memory byte order")
     p.add_argument("--mode", choices=("legacy", "long"), default="long",
                    help="protected (legacy) or IA-32e (long) mode; default long")
+    add_svg_option(p)
     p.set_defaults(func=cmd_desc)
 
     p = sub.add_parser("pte", parents=[output], help="decode a paging-structure entry",
@@ -120,6 +123,7 @@ def register(sub, output) -> None:
     p.add_argument("--pat", metavar="VALUE", help="IA32_PAT (default: the power-on value)")
     p.add_argument("--no-pse", action="store_true", help="CR4.PSE=0 (32-bit paging)")
     p.add_argument("--no-nxe", action="store_true", help="IA32_EFER.NXE=0: bit 63 is reserved")
+    add_svg_option(p)
     p.set_defaults(func=cmd_pte)
 
     p = sub.add_parser("dr7", parents=[output], help="decode or encode DR7",
@@ -133,6 +137,7 @@ def register(sub, output) -> None:
     p.add_argument("--le", action="store_true", help="set LE (local exact)")
     p.add_argument("--ge", action="store_true", help="set GE (global exact)")
     p.add_argument("--gd", action="store_true", help="set GD (general detect)")
+    add_svg_option(p)
     p.set_defaults(func=cmd_dr7)
 
     p = sub.add_parser("dr6", parents=[output], help="decode DR6",

@@ -8,7 +8,7 @@ from ..memory import open_image
 from ..paging import AddressSpace, Mapping, WalkLimitError
 from ..render import emit, table
 from ..x86 import PagingMode
-from ._args import UsageError, parse_int
+from ._args import UsageError, add_svg_option, parse_int, write_svg
 
 TRANSLATION_COLUMNS = ("va", "pa", "page_size", "writable", "user", "nx", "error")
 MAPPING_COLUMNS = ("start", "end", "size", "writable", "user", "nx", "pa", "page_size")
@@ -59,10 +59,13 @@ def cmd_vtop(args, out: IO[str]) -> int:
     if not words:
         raise UsageError("argument VA: give at least one linear address (or --from-file FILE)")
     vas = [parse_int(w, "VA") for w in words]
+    if args.svg is not None and len(vas) != 1:
+        raise UsageError("argument --svg: the picture draws one walk: give exactly one VA")
     with _open(args) as memory:
         space = _space(args, memory)
         if len(vas) == 1:
             translations = [space.translate(vas[0])]
+            write_svg(args.svg, translations[0])
         else:
             batch = space.translate_many(vas)
             translations = list(batch)
@@ -230,6 +233,7 @@ def register(sub, output) -> None:
     p.add_argument("va", metavar="VA", nargs="*")
     p.add_argument("--from-file", metavar="F", help="more addresses, one or more per line "
                                                     "(- for stdin; # starts a comment)")
+    add_svg_option(p)
     p.set_defaults(func=cmd_vtop)
 
     p = sub.add_parser("maps", parents=[output], help="list every mapped range",

@@ -1,4 +1,7 @@
-"""Output renderers: text tables, JSON, JSON lines and CSV.
+"""Output renderers: text tables, JSON, JSON lines and CSV (here); pictures
+and notebook views in the submodules: ``bitfield_svg`` (a value's bits),
+``walk_svg`` (a page walk), ``html`` (escaped HTML views and tables),
+``address_map`` (matplotlib maps of an address space; optional).
 
 A command hands over *records* (flat dicts, one per row) and, for JSON, a
 *document* (the natural JSON shape); hex is a display hint applied only by

@@ -63,3 +63,8 @@ class DecodedBatch(Sequence[T], Generic[T]):
 
     def __repr__(self) -> str:
         return "<%s of %d rows>" % (type(self).__name__, len(self))
+
+    def _repr_html_(self) -> str:
+        """A notebook table, one escaped line per row (the first rows of a big batch)."""
+        from ..render.html import batch_html
+        return batch_html(self, repr(self))

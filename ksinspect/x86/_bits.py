@@ -41,6 +41,21 @@ class BitField:
     def span(self) -> str:
         return str(self.msb) if self.msb == self.lsb else "%d:%d" % (self.msb, self.lsb)
 
+    @property
+    def mask(self) -> int:
+        """The field's bits within the whole value."""
+        return ((1 << self.width) - 1) << self.lsb
+
+    @property
+    def role(self) -> str:
+        """``"reserved"`` (the manual fixes its value: Reserved, Zero),
+        ``"ignored"`` (free for software) or ``"field"``."""
+        return _ROLES.get(self.name, "field")
+
+
+# The manual's names for bits that carry no meaning of their own.
+_ROLES = {"Reserved": "reserved", "Zero": "reserved", "Ignored": "ignored"}
+
 
 def field(raw: int, msb: int, lsb: int, name: str, meaning: str, base_bit: int = 0) -> BitField:
     """Cut bits msb..lsb (relative to ``raw``) and label them.
@@ -77,6 +92,64 @@ def explanation(title: str, source: str, fields: Sequence[BitField],
 def html_pre(text: str) -> str:
     """A notebook view that is safe for untrusted text."""
     return "<pre>%s</pre>" % html.escape(text)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What ``explain()`` prints, as data: the renderers draw from the same parts.
+
+    Attributes:
+        title: the value in one line.
+        source: the manual section the layout comes from.
+        fields: the bit fields (one list per value: the single source of the layout).
+        notes: rules and anomalies worth a sentence each.
+        anomaly_bits: a mask of the bits that break a rule (drawn highlighted).
+    """
+
+    title: str
+    source: str
+    fields: Sequence[BitField]
+    notes: Sequence[str] = ()
+    anomaly_bits: int = 0
+
+    @property
+    def bit_width(self) -> int:
+        """16, 32, 64 or 128: the register or entry size the fields cover."""
+        top = max(f.msb for f in self.fields) + 1
+        for width in (16, 32, 64, 128):
+            if top <= width:
+                return width
+        return top
+
+    def text(self) -> str:
+        return explanation(self.title, self.source, self.fields, self.notes)
+
+
+class Drawable:
+    """Mixin: a value with ``explanation_parts()`` draws itself.
+
+    ``to_svg()`` is a standalone bit-field diagram (for slides), and
+    ``_repr_html_()`` the notebook view (diagram + field table); ``str()``
+    and ``explain()`` stay the plain-text forms. The drawing code lives in
+    :mod:`ksinspect.render`, imported on first use: it depends on nothing
+    above this module, so no import cycle arises.
+    """
+
+    def explanation_parts(self) -> Explanation:   # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def explain(self) -> str:
+        """Field by field, with the bits, the meaning and the manual section."""
+        return self.explanation_parts().text()
+
+    def to_svg(self) -> str:
+        """The bit-field diagram as a standalone SVG document."""
+        from ..render.bitfield_svg import bitfield_svg
+        return bitfield_svg(self.explanation_parts())
+
+    def _repr_html_(self) -> str:
+        from ..render.html import explanation_html
+        return explanation_html(self.explanation_parts())
 
 
 def kebab(name: str) -> str:

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .. import _native
 from ..errors import DecodeError, EncodeError
-from ._bits import BitField, explanation, field, flag_names, html_pre
+from ._bits import BitField, Drawable, Explanation, field, flag_names
 
 _C = _native.enum_values("KSI_")
 SOURCE_DR7 = "Intel SDM vol. 3B §17.2.4, Figure 17-1 (Debug Control Register DR7)"
@@ -109,7 +109,7 @@ def _dr_options(long_mode: bool, cr4_de: bool) -> int:
 
 
 @dataclass(frozen=True)
-class DR7:
+class DR7(Drawable):
     """The debug control register, read in a given mode.
 
     Attributes:
@@ -204,16 +204,30 @@ class DR7:
             fields.append(field(raw, 63, 32, "Reserved", "reserved (must be 0 in 64-bit mode)"))
         return fields
 
-    def explain(self) -> str:
+    def explanation_parts(self) -> Explanation:
+        """Title, source, fields and notes: what explain() prints and to_svg() draws."""
         notes = [DR7_ANOMALY_TEXT[a] for a in Dr7Anomaly if a in self.anomalies]
         notes.append("A data breakpoint's address in DRn must be aligned to its length; the "
                      "processor ignores the low address bits (§17.2.5).")
         notes.append("Data breakpoints are traps (reported after the access); execute "
                      "breakpoints are faults (reported before the instruction) (§17.3.1).")
-        return explanation(str(self), SOURCE_DR7, self.fields(), notes)
+        return Explanation(str(self), SOURCE_DR7, self.fields(), notes, self.anomaly_bits())
 
-    def _repr_html_(self) -> str:
-        return html_pre(self.explain())
+    def anomaly_bits(self) -> int:
+        """The bits behind each anomaly: reserved bits off their value, and the
+        LEN / R/W fields of breakpoints whose encoding is undefined."""
+        mask, found = self.reserved_bits, self.anomalies
+        for b in self.breakpoints:
+            if not b.enabled:
+                continue
+            length_bits = 3 << (18 + 4 * b.index)
+            if b.length is None or (Dr7Anomaly.EXEC_LENGTH in found
+                                    and b.condition is Condition.EXECUTE
+                                    and self.raw & length_bits):
+                mask |= length_bits
+            if Dr7Anomaly.IO_WITHOUT_DE in found and b.condition is Condition.IO:
+                mask |= 3 << (16 + 4 * b.index)
+        return mask
 
 
 @dataclass(frozen=True)
@@ -266,7 +280,7 @@ def encode_dr7(breakpoints: Sequence[Breakpoint], long_mode: bool = True, cr4_de
 
 
 @dataclass(frozen=True)
-class DR6:
+class DR6(Drawable):
     """The debug status register: why the last #DB happened."""
 
     raw: int
@@ -329,14 +343,12 @@ class DR6:
             fields.append(field(raw, 63, 32, "Reserved", "reserved (must be 0)"))
         return fields
 
-    def explain(self) -> str:
+    def explanation_parts(self) -> Explanation:
+        """Title, source, fields and notes: what explain() prints and to_svg() draws."""
         notes = ["Bits 11 (BLD) and 16 (RTM) are active-low: the processor clears them to report "
                  "the event and they read 1 otherwise (§17.2.3).",
                  "The processor never clears DR6 itself: the #DB handler must (§17.2.3)."]
         if self.reserved_bits:
             notes.append("Reserved bits %#x differ from their fixed values (DR6 reads "
                          "0xFFFF0FF0 when nothing happened)." % self.reserved_bits)
-        return explanation(str(self), SOURCE_DR6, self.fields(), notes)
-
-    def _repr_html_(self) -> str:
-        return html_pre(self.explain())
+        return Explanation(str(self), SOURCE_DR6, self.fields(), notes, self.reserved_bits)

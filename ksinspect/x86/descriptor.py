@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from .. import _native
 from ..errors import DecodeError, TruncatedDataError
 from ._batch import DecodedBatch
-from ._bits import BitField, FlagCache, explanation, field, flag_names, html_pre
+from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
 
 _C = _native.enum_values("KSI_")
 
@@ -156,7 +156,7 @@ def _mode(mode) -> DescriptorMode:
 
 
 @dataclass(frozen=True)
-class SegmentDescriptor:
+class SegmentDescriptor(Drawable):
     """One 8- or 16-byte descriptor from a GDT, LDT or IDT.
 
     The dataclass fields are what the descriptor *is*: its raw bits, the
@@ -479,18 +479,54 @@ class SegmentDescriptor:
                          "call it without a gate; CPL does not change (§5.8.1.2).")
         return notes
 
-    def explain(self) -> str:
-        """Field by field, with the bits, the meaning and the manual section."""
+    def explanation_parts(self) -> Explanation:
+        """Title, source, fields and notes: what explain() prints and to_svg() draws."""
         title = "%s (%s mode): %s" % (self._raw_text(), self.mode.value, self)
-        return explanation(title, self._source(), self.fields(), self._notes())
+        return Explanation(title, self._source(), self.fields(), self._notes(),
+                           self.anomaly_bits())
+
+    def anomaly_bits(self) -> int:
+        """A mask (over 128 bits: the upper qword is bits 127:64) of the bits
+        behind each anomaly, for drawing."""
+        found, raw, high = self.anomalies, self.raw, self.raw_high or 0
+        mask = 0
+        for anomaly, bits in _ANOMALY_BITS.items():
+            if anomaly in found:
+                mask |= bits
+        if DescriptorAnomaly.GATE_RESERVED_BITS in found:
+            mask |= raw & _gate_reserved_mask(self.kind, self.mode, self.width)
+        if DescriptorAnomaly.UPPER_RESERVED in found:
+            mask |= (high & 0xFFFFE0FF00000000) << 64
+        return mask
 
     def _raw_text(self) -> str:
         if self.raw_high is not None and self.size == 16:
             return "%#018x:%016x" % (self.raw_high, self.raw)
         return "%#018x" % self.raw
 
-    def _repr_html_(self) -> str:
-        return html_pre(self.explain())
+
+def _span(msb: int, lsb: int) -> int:
+    return ((1 << (msb - lsb + 1)) - 1) << lsb
+
+
+# The bits each anomaly is about (bit 64 is bit 0 of the upper qword).
+_ANOMALY_BITS = {
+    DescriptorAnomaly.RESERVED_TYPE: _span(43, 40),
+    DescriptorAnomaly.L_AND_D: _span(54, 53),
+    DescriptorAnomaly.L_RESERVED: _span(53, 53),
+    DescriptorAnomaly.NONCANONICAL_OFFSET: _span(63, 48) | _span(95, 64),
+    DescriptorAnomaly.NONCANONICAL_BASE: _span(63, 56) | _span(39, 16) | _span(95, 64),
+    DescriptorAnomaly.UPPER_TYPE_NONZERO: _span(108, 104),
+}
+
+
+def _gate_reserved_mask(kind: DescriptorKind, mode: DescriptorMode, width: int) -> int:
+    """The low-qword bits a gate must keep 0 (Figures 5-8, 5-9, 6-2, 6-8)."""
+    if kind is DescriptorKind.TASK_GATE:
+        return _span(15, 0) | _span(39, 32) | _span(63, 48)
+    if mode is DescriptorMode.LONG:
+        return _span(39, 32) if kind is DescriptorKind.CALL_GATE else _span(39, 35)
+    return _span(39, 37) | (_span(63, 48) if width == 16 else 0)
 
 
 class Gate(SegmentDescriptor):

@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from .. import _native
 from ..errors import DecodeError
 from ._batch import DecodedBatch
-from ._bits import BitField, FlagCache, explanation, field, flag_names, html_pre
+from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
 
 _C = _native.enum_values("KSI_")
 PAT_DEFAULT = _native.pat_default()
@@ -150,7 +150,7 @@ def _check_level(mode: PagingMode, level: int) -> None:
 
 
 @dataclass(frozen=True)
-class PagingEntry:
+class PagingEntry(Drawable):
     """One paging-structure entry, read at a given mode and level.
 
     Dataclass fields are the entry's raw value and the context that decides
@@ -413,13 +413,12 @@ class PagingEntry:
                              "the most restrictive wins (§4.6).")
         return notes
 
-    def explain(self) -> str:
+    def explanation_parts(self) -> Explanation:
+        """Title, source, fields and notes: what explain() prints and to_svg() draws."""
         digits = 8 if self.mode is PagingMode.BITS32 else 16
         title = "%#0*x: %s" % (digits + 2, self.raw, self)
-        return explanation(title, self._source(), self.fields(), self._notes())
-
-    def _repr_html_(self) -> str:
-        return html_pre(self.explain())
+        return Explanation(title, self._source(), self.fields(), self._notes(),
+                           self.reserved_bits)
 
 
 def _size_text(size: int) -> str:

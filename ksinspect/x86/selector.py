@@ -5,7 +5,7 @@ from typing import List, Optional
 
 from .. import _native
 from ..errors import TruncatedDataError
-from ._bits import BitField, explanation, field, html_pre
+from ._bits import BitField, Drawable, Explanation, field
 
 SOURCE = "Intel SDM vol. 3A §3.4.2, Figure 3-6 (Segment Selector)"
 
@@ -21,7 +21,7 @@ _TABLES = (TableIndicator.GDT, TableIndicator.LDT)
 
 
 @dataclass(frozen=True)
-class Selector:
+class Selector(Drawable):
     """A 16-bit segment selector: index, table indicator and RPL.
 
     Build with :meth:`decode`; ``raw`` is the 16-bit value.
@@ -78,18 +78,15 @@ class Selector:
                   "requested privilege level %d; access needs max(CPL, RPL) <= DPL for data" % self.rpl),
         ]
 
-    def explain(self) -> str:
+    def explanation_parts(self) -> Explanation:
         notes = []
         if self.is_null:
             notes.append("A null selector may be loaded into DS, ES, FS or GS but faults (#GP) "
                          "when used to access memory; loading it into CS or SS faults (§3.4.2).")
-        return explanation(str(self), SOURCE, self.fields(), notes)
+        return Explanation(str(self), SOURCE, self.fields(), notes)
 
     def to_dict(self) -> dict:
         result = {"raw": self.raw, "index": self.index, "table": self.table.value, "rpl": self.rpl}
         if self.address is not None:
             result["address"] = self.address
         return result
-
-    def _repr_html_(self) -> str:
-        return html_pre(self.explain())
