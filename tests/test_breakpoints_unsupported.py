@@ -15,9 +15,9 @@ from ksinspect.live.debugger import Debugger
 
 
 @pytest.mark.parametrize("platform_name, machine, words", [
-    ("win32", "AMD64", "need Linux"),
-    ("darwin", "arm64", "need Linux"),
-    ("linux", "aarch64", "need an x86-64 CPU"),
+    ("win32", "AMD64", "needs Linux"),
+    ("darwin", "arm64", "needs Linux"),
+    ("linux", "aarch64", "needs an x86-64 CPU"),
 ])
 def test_unsupported_hosts(monkeypatch, platform_name, machine, words):
     monkeypatch.setattr(ptrace.sys, "platform", platform_name)

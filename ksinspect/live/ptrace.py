@@ -148,12 +148,12 @@ class SigInfo(ctypes.Structure):
 def unavailable_reason() -> Optional[str]:
     """Why this module cannot work here, or None when it can."""
     if not sys.platform.startswith("linux"):
-        return "ptrace breakpoints need Linux (this is %s)" % sys.platform
+        return "ptrace here needs Linux (this is %s)" % sys.platform
     machine = platform.machine()
     if machine not in ("x86_64", "AMD64"):
-        return "ptrace breakpoints need an x86-64 CPU (this machine is %s)" % (machine or "unknown")
+        return "ptrace here needs an x86-64 CPU (this machine is %s)" % (machine or "unknown")
     if ctypes.sizeof(ctypes.c_void_p) != 8:
-        return "ptrace breakpoints need a 64-bit Python (this one is 32-bit)"
+        return "ptrace support here needs a 64-bit Python (this one is 32-bit)"
     return None
 
 
