@@ -404,17 +404,17 @@ class Tracee:
         self.exit: Optional[ExitEvent] = None
         self._symbols: Optional[ProcessSymbols] = None
         self._syscall_address: Optional[int] = None
-        self._memory: Optional[pt.ProcessMemory] = None
+        self._memory: Optional[pt.TraceeMemory] = None
 
     # memory and registers
     def read(self, address: int, size: int) -> bytes:
         if self._memory is None:
-            self._memory = pt.ProcessMemory(self.pid)
+            self._memory = pt.TraceeMemory(self.pid)
         return self._memory.read(address, size)
 
     def write(self, address: int, data: bytes) -> None:
         if self._memory is None:
-            self._memory = pt.ProcessMemory(self.pid)
+            self._memory = pt.TraceeMemory(self.pid)
         self._memory.write(address, data)
 
     def forget_memory(self) -> None:

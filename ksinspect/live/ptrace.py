@@ -302,7 +302,7 @@ def _mem_error(pid: int, address: int, size: int, verb: str, exc: OSError) -> Pt
                        % (verb, size, address, pid, os.strerror(err)), err, "/proc/PID/mem", pid)
 
 
-class ProcessMemory:
+class TraceeMemory:
     """A traced process's memory through one open /proc/PID/mem descriptor
     (PEEKDATA / POKEDATA when it cannot be opened). Writes reach read-only
     code pages too: the kernel writes /proc/PID/mem with FOLL_FORCE for a
@@ -348,8 +348,8 @@ class ProcessMemory:
 
 
 def read_memory(pid: int, address: int, size: int) -> bytes:
-    """Read tracee memory (one-shot; keep a ProcessMemory for many reads)."""
-    memory = ProcessMemory(pid)
+    """Read tracee memory (one-shot; keep a TraceeMemory for many reads)."""
+    memory = TraceeMemory(pid)
     try:
         return memory.read(address, size)
     finally:
@@ -358,7 +358,7 @@ def read_memory(pid: int, address: int, size: int) -> bytes:
 
 def write_memory(pid: int, address: int, data: bytes) -> None:
     """Write tracee memory, read-only code pages included (one-shot)."""
-    memory = ProcessMemory(pid)
+    memory = TraceeMemory(pid)
     try:
         memory.write(address, data)
     finally:
