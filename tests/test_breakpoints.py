@@ -328,6 +328,13 @@ def test_attach_leaves_a_stopped_process_stopped(progs):
                                "--timeout", "0.3")
         assert status == 0, err
         assert "detached" in out.splitlines()[-1]
+        # PTRACE_DETACH kicks a group-stopped thread, which re-enters the stop
+        # at once (kernel/ptrace.c __ptrace_unlink): it may be seen running
+        # for an instant, but it must settle in T and stay there.
+        deadline = time.monotonic() + 5
+        while _state(target.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
         assert _state(target.pid) == "T"
         os.kill(target.pid, signal.SIGCONT)
         deadline = time.monotonic() + 5
