@@ -197,3 +197,32 @@ def test_cli_peb_flat_bad_usage_and_bad_data(normal, tmp_path):
     status, out, err = cli("peb", str(truncated), "--flat", "--address", normal.values["peb"],
                            "--layout", LAYOUT)
     assert status == 1 and "cut.lime" in err and err.count("\n") == 1
+
+
+def test_capture_tool_rounds_to_pages_and_writes_lime_that_reads_back():
+    """tools/capture_wine_process.py's recording and LiME writing, on a fake process."""
+    import importlib.util
+    from ksinspect.memory import open_image_bytes
+    tool = os.path.join(os.path.dirname(DATA), "..", "..", "tools", "capture_wine_process.py")
+    spec = importlib.util.spec_from_file_location("capture_wine_process", tool)
+    capture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capture)
+
+    class Fake:
+        def read(self, address, size):
+            return bytes((address + i) * 7 % 251 for i in range(size))
+
+    recorder = capture.RecordingMemory(Fake())
+    recorder.read(0x7ff0_0ffe, 4)          # straddles two pages
+    recorder.read(0x1_4000_0010, 0x20)
+    recorder.read(0x7ff0_2000, 0)          # nothing read: no page
+    pages = capture.pages_of(recorder.touched)
+    assert pages == [0x7ff0_0000, 0x7ff0_1000, 0x1_4000_0000]
+    ranges = capture.ranges_of(pages)
+    assert ranges == [(0x7ff0_0000, 0x7ff0_2000), (0x1_4000_0000, 0x1_4000_1000)]
+    image = open_image_bytes(capture.lime_bytes(Fake(), ranges))
+    assert image.format == "lime"
+    assert [(r.start, r.end) for r in image.runs] == ranges
+    assert image.read(0x7ff0_0ffe, 4) == Fake().read(0x7ff0_0ffe, 4)
+    with pytest.raises(InvalidAddressError):
+        image.read(0x7ff0_2000, 1)
