@@ -19,6 +19,7 @@ import pytest
 
 from ksinspect.cli import main
 from ksinspect.errors import InvalidAddressError
+from ksinspect.live.windows_process import choose_layout, read_os_version
 from ksinspect.live.wine import split_windows_command_line
 from ksinspect.memory import open_image
 from ksinspect.windows.checks import pe_header_checks
@@ -27,7 +28,6 @@ from ksinspect.windows.peb import read_peb, read_teb
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wine")
 # tests/data/wine/README.md, step 3: the arguments given to both runs.
 ARGS = ["plain", "with space", 'with "quote"', "back\\slash"]
-LAYOUT = "win7-sp1-x64"      # Wine 8 reports Windows 7 SP1 (6.1.7601) in the PEB
 
 
 def printed(lines):
@@ -50,6 +50,9 @@ class Sample:
         self.path = os.path.join(DATA, name + ".lime.xz")
         self.memory = open_image(self.path)
         self.values, self.modules = printed(self.sidecar["printed_lines"])
+        # The build, from the PEB's own version fields (Wine 8 says 6.1.7601, Windows 7 SP1).
+        version = read_os_version(self.memory, self.hex("peb"), "x64")
+        self.layout = choose_layout(*version, "x64")[0].name
 
     def hex(self, key):
         return int(self.values[key], 16)
@@ -86,7 +89,7 @@ def test_samples_are_small_lime_files_of_whole_pages(normal, masquerade):
 @pytest.mark.parametrize("which", ["normal", "masquerade"])
 def test_teb_agrees_with_what_the_program_printed(request, which):
     sample = request.getfixturevalue(which)
-    teb = read_teb(sample.memory, sample.hex("teb"), LAYOUT)
+    teb = read_teb(sample.memory, sample.hex("teb"), sample.layout)
     assert teb.self_pointer == sample.hex("teb")
     assert teb.peb == sample.hex("peb")
     assert teb.process_id == int(sample.values["pid"])
@@ -95,7 +98,7 @@ def test_teb_agrees_with_what_the_program_printed(request, which):
 
 
 def test_peb_agrees_with_what_the_program_printed(normal):
-    peb = read_peb(normal.memory, normal.hex("peb"), LAYOUT)
+    peb = read_peb(normal.memory, normal.hex("peb"), normal.layout)
     assert peb.image_base == normal.hex("image_base")
     assert peb.command_line == normal.values["command_line"]
     assert split_windows_command_line(peb.command_line)[1:] == ARGS
@@ -112,7 +115,7 @@ def test_peb_agrees_with_what_the_program_printed(normal):
 
 
 def test_the_three_lists_hold_every_module_but_the_exe_initialises_nothing(normal):
-    peb = read_peb(normal.memory, normal.hex("peb"), LAYOUT)
+    peb = read_peb(normal.memory, normal.hex("peb"), normal.layout)
     for module in peb.modules:
         expected = ("load", "memory") if module.base == peb.image_base else \
             ("load", "memory", "init")
@@ -120,7 +123,7 @@ def test_the_three_lists_hold_every_module_but_the_exe_initialises_nothing(norma
 
 
 def test_masquerade_spoofs_the_parameters_and_hides_a_module(masquerade):
-    peb = read_peb(masquerade.memory, masquerade.hex("peb"), LAYOUT)
+    peb = read_peb(masquerade.memory, masquerade.hex("peb"), masquerade.layout)
     # The PEB says what the program wrote into it ...
     assert peb.image_path == masquerade.values["spoofed_image_path"]
     assert peb.command_line == masquerade.values["spoofed_command_line"]
@@ -146,7 +149,7 @@ def test_masquerade_disagrees_with_the_linux_view_of_the_images(masquerade):
     """The sidecar's /proc/PID/maps lines: the file mapped at ImageBaseAddress
     is peb_self.exe, not the spoofed svchost.exe; and every private image
     mapping at file offset 0 but one is on the load-order list."""
-    peb = read_peb(masquerade.memory, masquerade.hex("peb"), LAYOUT)
+    peb = read_peb(masquerade.memory, masquerade.hex("peb"), masquerade.layout)
     starts = {}
     for line in masquerade.sidecar["maps_of_images"]:
         fields = line.split(None, 5)
@@ -165,7 +168,7 @@ def test_a_page_outside_the_sample_is_unmapped(normal):
 
 def test_cli_peb_flat(normal, masquerade):
     status, out, err = cli("peb", normal.path, "--flat", "--address", normal.values["peb"],
-                           "--layout", LAYOUT, "--json")
+                           "--layout", normal.layout, "--json")
     assert status == 0, err
     document = json.loads(out)
     assert document["address"] == normal.hex("peb")
@@ -174,7 +177,7 @@ def test_cli_peb_flat(normal, masquerade):
             for m in document["modules"]] == normal.modules
     assert document["findings"] == []
     status, out, err = cli("peb", masquerade.path, "--flat", "--address",
-                           masquerade.values["peb"], "--layout", LAYOUT)
+                           masquerade.values["peb"], "--layout", masquerade.layout)
     assert status == 0, err
     assert "Finding: module version.dll" in out and "unlinked" in out
     assert repr(masquerade.values["spoofed_command_line"]) in out     # shown as a repr
@@ -182,20 +185,20 @@ def test_cli_peb_flat(normal, masquerade):
 
 def test_cli_peb_flat_bad_usage_and_bad_data(normal, tmp_path):
     status, out, err = cli("peb", normal.path, "--flat", "--cr3", "1000", "--address",
-                           normal.values["peb"], "--layout", LAYOUT)
+                           normal.values["peb"], "--layout", normal.layout)
     assert status == 2 and "--flat" in err and err.count("\n") == 1
     status, out, err = cli("peb", normal.path, "--address", normal.values["peb"],
-                           "--layout", LAYOUT)
+                           "--layout", normal.layout)
     assert status == 2 and "--flat" in err
     status, out, err = cli("peb", normal.path, "--flat", "--address", "0x10000",
-                           "--layout", LAYOUT)
+                           "--layout", normal.layout)
     assert status == 1 and "0x10000" in err and err.count("\n") == 1
     truncated = tmp_path / "cut.lime"
     import lzma
     with lzma.open(normal.path) as handle:
         truncated.write_bytes(handle.read()[:5000])
     status, out, err = cli("peb", str(truncated), "--flat", "--address", normal.values["peb"],
-                           "--layout", LAYOUT)
+                           "--layout", normal.layout)
     assert status == 1 and "cut.lime" in err and err.count("\n") == 1
 
 
