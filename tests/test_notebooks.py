@@ -3,8 +3,12 @@
 Notebook dependencies (nbclient, nbformat, ipykernel, matplotlib) are in the
 ``test`` extra; without them this module is skipped so a core-only suite still
 runs. A cell that raises fails the test. Notebooks 01 and 04 also use the
-live machine (LAR/LSL, modify_ldt, machine code in an executable page) and
-need Linux on x86-64.
+live machine (LAR/LSL, modify_ldt, machine code in an executable page; 04
+compiles tests/programs/watch.c and calls.c with gcc and sets hardware,
+software and guard-page breakpoints with ptrace, and says why it skips that
+part where it cannot) and need Linux on x86-64. Notebook 05 reads the shipped
+Wine samples (tests/data/wine) and builds a synthetic EPROCESS image; it needs
+no Wine.
 """
 import glob
 import os
@@ -27,7 +31,7 @@ ON_LINUX_X86_64 = sys.platform.startswith("linux") and platform.machine() in ("x
 
 def test_the_notebooks_are_there():
     names = [os.path.basename(p) for p in NOTEBOOKS]
-    for prefix in ("01-", "02-", "03-", "04-"):
+    for prefix in ("01-", "02-", "03-", "04-", "05-"):
         assert any(n.startswith(prefix) for n in names), prefix
 
 

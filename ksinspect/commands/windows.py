@@ -77,12 +77,19 @@ def cmd_peb(args, out: IO[str]) -> int:
     layout = layout_argument(args.layout)
     address = parse_int(args.address, "--address")
     from ..windows.peb import read_peb, read_peb32
+    if args.flat and (args.cr3 is not None or args.mode is not None):
+        raise UsageError("argument --flat: the image's addresses are the virtual addresses; "
+                         "--cr3 and --mode do not apply")
     with open_image(args.image, registers=args.registers) as memory:
-        cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
-        if memory.cpu is None and (cr3 is None or args.mode is None):
-            raise UsageError("argument --cr3/--mode: %s carries no CPU state: give --cr3 and "
-                             "--mode (or --registers FILE)" % args.image)
-        space = AddressSpace(memory, cr3=cr3, mode=args.mode)
+        if args.flat:
+            space = memory          # a process memory sample: no page tables to walk
+        else:
+            cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
+            if memory.cpu is None and (cr3 is None or args.mode is None):
+                raise UsageError("argument --cr3/--mode: %s carries no CPU state: give --cr3 "
+                                 "and --mode (or --registers FILE, or --flat for a process "
+                                 "memory sample)" % args.image)
+            space = AddressSpace(memory, cr3=cr3, mode=args.mode)
         if args.wow64:
             peb = read_peb32(space, address, layout, max_modules=args.max_modules)
         else:
@@ -104,7 +111,8 @@ def register_peb(sub, output) -> None:
                        description="Decode a PEB, its process parameters (image path, command "
                                    "line, current directory, environment) and the three loader "
                                    "module lists, from a memory image (IMAGE --address VA "
-                                   "--layout L, through the process's page tables) or from a "
+                                   "--layout L, through the process's page tables, or --flat "
+                                   "for a sample of process memory) or from a "
                                    "live process (--pid N). Numbers are hex; 0n for decimal.")
     p.add_argument("image", metavar="IMAGE", nargs="?",
                    help="memory image (raw, LiME, ELF core; .xz/.gz)")
@@ -118,6 +126,9 @@ def register_peb(sub, output) -> None:
                    help="paging mode (default: from the image's CR0/CR4/EFER)")
     p.add_argument("--registers", metavar="FILE",
                    help="QEMU `info registers` output completing the image's CPU state")
+    p.add_argument("--flat", action="store_true",
+                   help="the image's addresses are the process's virtual addresses (a process "
+                        "memory sample, e.g. tests/data/wine): no paging")
     p.add_argument("--wow64", action="store_true",
                    help="the address is a WoW64 process's 32-bit PEB (_PEB32)")
     p.add_argument("--max-modules", type=int, default=4096, metavar="N",

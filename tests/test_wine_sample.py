@@ -1,0 +1,231 @@
+"""The shipped Wine samples (tests/data/wine): a real Windows x64 process's PEB
+memory, decoded offline and compared with what the process printed about itself.
+
+The samples are LiME files whose ranges hold the process's *virtual*
+addresses (tools/capture_wine_process.py; tests/data/wine/README.md), so
+``open_image(sample)`` is a flat reader: VA == image address. The expected
+values come from the sidecar's ``printed_lines``: what tests/programs/peb_self.c
+printed from Windows APIs (NtQueryInformationProcess, NtCurrentTeb,
+GetModuleHandleW, GetCommandLineW, EnumProcessModules + GetModuleInformation
++ GetModuleFileNameExW), never from ksinspect; the arguments are the ones the
+capture passed (README step 3); the Linux view of the images is the sidecar's
+``/proc/PID/maps`` lines. No Wine is needed to run this file.
+"""
+import io
+import json
+import os
+
+import pytest
+
+from ksinspect.cli import main
+from ksinspect.errors import InvalidAddressError
+from ksinspect.live.windows_process import choose_layout, read_os_version
+from ksinspect.live.wine import split_windows_command_line
+from ksinspect.memory import open_image
+from ksinspect.windows.checks import pe_header_checks
+from ksinspect.windows.peb import read_peb, read_teb
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "wine")
+# tests/data/wine/README.md, step 3: the arguments given to both runs.
+ARGS = ["plain", "with space", 'with "quote"', "back\\slash"]
+
+
+def printed(lines):
+    """The program's key=value lines, parsed here (not the sidecar's own parse)."""
+    values, modules = {}, []
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == "module":
+            base, size, entry, path = value.split(" ", 3)
+            modules.append((int(base, 16), int(size, 16), int(entry, 16), path))
+        else:
+            values[key] = value
+    return values, modules
+
+
+class Sample:
+    def __init__(self, name):
+        with open(os.path.join(DATA, name + ".json")) as handle:
+            self.sidecar = json.load(handle)
+        self.path = os.path.join(DATA, name + ".lime.xz")
+        self.memory = open_image(self.path)
+        self.values, self.modules = printed(self.sidecar["printed_lines"])
+        # The build, from the PEB's own version fields (Wine 8 says 6.1.7601, Windows 7 SP1).
+        version = read_os_version(self.memory, self.hex("peb"), "x64")
+        self.layout = choose_layout(*version, "x64")[0].name
+
+    def hex(self, key):
+        return int(self.values[key], 16)
+
+
+@pytest.fixture(scope="module")
+def normal():
+    sample = Sample("peb_self")
+    yield sample
+    sample.memory.close()
+
+
+@pytest.fixture(scope="module")
+def masquerade():
+    sample = Sample("peb_self-masquerade")
+    yield sample
+    sample.memory.close()
+
+
+def cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), stream=out, errors=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_samples_are_small_lime_files_of_whole_pages(normal, masquerade):
+    for sample in (normal, masquerade):
+        assert os.path.getsize(sample.path) < 64 * 1024
+        assert sample.memory.format == "lime"
+        for run in sample.memory.runs:
+            assert run.start % 0x1000 == 0 and run.length % 0x1000 == 0
+
+
+@pytest.mark.parametrize("which", ["normal", "masquerade"])
+def test_teb_agrees_with_what_the_program_printed(request, which):
+    sample = request.getfixturevalue(which)
+    teb = read_teb(sample.memory, sample.hex("teb"), sample.layout)
+    assert teb.self_pointer == sample.hex("teb")
+    assert teb.peb == sample.hex("peb")
+    assert teb.process_id == int(sample.values["pid"])
+    assert teb.stack_limit < teb.stack_base
+    assert teb.findings == ()
+
+
+def test_peb_agrees_with_what_the_program_printed(normal):
+    peb = read_peb(normal.memory, normal.hex("peb"), normal.layout)
+    assert peb.image_base == normal.hex("image_base")
+    assert peb.command_line == normal.values["command_line"]
+    assert split_windows_command_line(peb.command_line)[1:] == ARGS
+    assert peb.image_path == "C:\\ksinspect\\peb_self.exe" == normal.modules[0][3]
+    assert peb.current_directory == "C:\\ksinspect\\"
+    assert "WINEDEBUG=-all" in peb.environment       # the capture's environment
+    assert not peb.being_debugged
+    load_order = [(m.base, m.size, m.entry_point, m.path) for m in peb.modules
+                  if "load" in m.lists]
+    assert load_order == normal.modules              # EnumProcessModules walks load order
+    assert peb.findings == ()
+    assert all(check.agree for check in pe_header_checks(normal.memory, peb.modules,
+                                                         peb.image_base))
+
+
+def test_the_three_lists_hold_every_module_but_the_exe_initialises_nothing(normal):
+    peb = read_peb(normal.memory, normal.hex("peb"), normal.layout)
+    for module in peb.modules:
+        expected = ("load", "memory") if module.base == peb.image_base else \
+            ("load", "memory", "init")
+        assert module.lists == expected, module.name
+
+
+def test_masquerade_spoofs_the_parameters_and_hides_a_module(masquerade):
+    peb = read_peb(masquerade.memory, masquerade.hex("peb"), masquerade.layout)
+    # The PEB says what the program wrote into it ...
+    assert peb.image_path == masquerade.values["spoofed_image_path"]
+    assert peb.command_line == masquerade.values["spoofed_command_line"]
+    # ... and no longer what Windows gave it (GetCommandLineW keeps its own copy).
+    assert peb.command_line != masquerade.values["command_line"]
+    assert split_windows_command_line(masquerade.values["command_line"])[1:] == \
+        ["--masquerade"] + ARGS
+    hidden_base, _, hidden_path = masquerade.values["unlinked"].partition(" ")
+    hidden_base = int(hidden_base, 16)
+    hidden = next(m for m in peb.modules if m.base == hidden_base)
+    assert hidden.path == hidden_path
+    assert hidden.lists == ("memory", "init")
+    assert [f for f in peb.findings if "unlinked" in f] == [
+        "module version.dll (entry %#x, base %#x) is in the memory/init lists but not in the "
+        "load-order list: unlinked" % (hidden.entry, hidden_base)]
+    load_order = [(m.base, m.size, m.entry_point, m.path) for m in peb.modules
+                  if "load" in m.lists]
+    assert load_order == masquerade.modules
+    assert hidden_base not in [base for base, _, _, _ in masquerade.modules]
+
+
+def test_masquerade_disagrees_with_the_linux_view_of_the_images(masquerade):
+    """The sidecar's /proc/PID/maps lines: the file mapped at ImageBaseAddress
+    is peb_self.exe, not the spoofed svchost.exe; and every private image
+    mapping at file offset 0 but one is on the load-order list."""
+    peb = read_peb(masquerade.memory, masquerade.hex("peb"), masquerade.layout)
+    starts = {}
+    for line in masquerade.sidecar["maps_of_images"]:
+        fields = line.split(None, 5)
+        if fields[1][3] == "p" and int(fields[2], 16) == 0:
+            starts[int(fields[0].split("-")[0], 16)] = fields[5].strip()
+    assert os.path.basename(starts[peb.image_base]) == "peb_self.exe"
+    assert not peb.image_path.lower().endswith("peb_self.exe")
+    listed = {m.base for m in peb.modules if "load" in m.lists}
+    assert set(starts) - listed == {int(masquerade.values["unlinked"].split()[0], 16)}
+
+
+def test_a_page_outside_the_sample_is_unmapped(normal):
+    with pytest.raises(InvalidAddressError):
+        normal.memory.read(normal.hex("image_base") + 0x1000, 8)   # only the header page
+
+
+def test_cli_peb_flat(normal, masquerade):
+    status, out, err = cli("peb", normal.path, "--flat", "--address", normal.values["peb"],
+                           "--layout", normal.layout, "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["address"] == normal.hex("peb")
+    assert document["command_line"] == normal.values["command_line"]
+    assert [(m["base"], m["size"], m["entry_point"], m["path"])
+            for m in document["modules"]] == normal.modules
+    assert document["findings"] == []
+    status, out, err = cli("peb", masquerade.path, "--flat", "--address",
+                           masquerade.values["peb"], "--layout", masquerade.layout)
+    assert status == 0, err
+    assert "Finding: module version.dll" in out and "unlinked" in out
+    assert repr(masquerade.values["spoofed_command_line"]) in out     # shown as a repr
+
+
+def test_cli_peb_flat_bad_usage_and_bad_data(normal, tmp_path):
+    status, out, err = cli("peb", normal.path, "--flat", "--cr3", "1000", "--address",
+                           normal.values["peb"], "--layout", normal.layout)
+    assert status == 2 and "--flat" in err and err.count("\n") == 1
+    status, out, err = cli("peb", normal.path, "--address", normal.values["peb"],
+                           "--layout", normal.layout)
+    assert status == 2 and "--flat" in err
+    status, out, err = cli("peb", normal.path, "--flat", "--address", "0x10000",
+                           "--layout", normal.layout)
+    assert status == 1 and "0x10000" in err and err.count("\n") == 1
+    truncated = tmp_path / "cut.lime"
+    import lzma
+    with lzma.open(normal.path) as handle:
+        truncated.write_bytes(handle.read()[:5000])
+    status, out, err = cli("peb", str(truncated), "--flat", "--address", normal.values["peb"],
+                           "--layout", normal.layout)
+    assert status == 1 and "cut.lime" in err and err.count("\n") == 1
+
+
+def test_capture_tool_rounds_to_pages_and_writes_lime_that_reads_back():
+    """tools/capture_wine_process.py's recording and LiME writing, on a fake process."""
+    import importlib.util
+    from ksinspect.memory import open_image_bytes
+    tool = os.path.join(os.path.dirname(DATA), "..", "..", "tools", "capture_wine_process.py")
+    spec = importlib.util.spec_from_file_location("capture_wine_process", tool)
+    capture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capture)
+
+    class Fake:
+        def read(self, address, size):
+            return bytes((address + i) * 7 % 251 for i in range(size))
+
+    recorder = capture.RecordingMemory(Fake())
+    recorder.read(0x7ff0_0ffe, 4)          # straddles two pages
+    recorder.read(0x1_4000_0010, 0x20)
+    recorder.read(0x7ff0_2000, 0)          # nothing read: no page
+    pages = capture.pages_of(recorder.touched)
+    assert pages == [0x7ff0_0000, 0x7ff0_1000, 0x1_4000_0000]
+    ranges = capture.ranges_of(pages)
+    assert ranges == [(0x7ff0_0000, 0x7ff0_2000), (0x1_4000_0000, 0x1_4000_1000)]
+    image = open_image_bytes(capture.lime_bytes(Fake(), ranges))
+    assert image.format == "lime"
+    assert [(r.start, r.end) for r in image.runs] == ranges
+    assert image.read(0x7ff0_0ffe, 4) == Fake().read(0x7ff0_0ffe, 4)
+    with pytest.raises(InvalidAddressError):
+        image.read(0x7ff0_2000, 1)
