@@ -62,3 +62,23 @@ class InvalidAddressError(KsinspectError, LookupError):
         self.address = address
         self.level = level
         self.entry = entry
+
+
+class TableNotFoundError(KsinspectError, LookupError):
+    """A descriptor table cannot be located in an image: no CPU state to give
+    GDTR / IDTR, or LDTR holding the null selector or selecting something that
+    is not an LDT descriptor."""
+
+
+class WalkLimitError(KsinspectError, RuntimeError):
+    """An enumeration read ``max_entries`` entries before it finished.
+
+    Page tables that alias each other (or a hostile image) can describe an
+    enormous number of mappings. Attributes: ``resume_at`` (the linear address
+    the walk had reached) and ``entries_read``.
+    """
+
+    def __init__(self, message: str, resume_at: int, entries_read: int):
+        super().__init__(message)
+        self.resume_at = resume_at
+        self.entries_read = entries_read

@@ -1,5 +1,8 @@
 """Argument parsing shared by the subcommands."""
 import argparse
+import functools
+
+from ..errors import KsinspectError
 
 
 class UsageError(Exception):
@@ -35,3 +38,22 @@ def parse_hex_bytes(text: str, what: str) -> bytes:
         return bytes.fromhex(cleaned)
     except ValueError:
         raise UsageError("argument %s: %r is not a string of hex bytes" % (what, text)) from None
+
+
+def names_input(attribute: str):
+    """Decorate a command that reads the file ``args.<attribute>``: an error
+    from the library whose message does not already name that file gets it
+    as a prefix (``IMAGE: 0x7000: not present: ...``), so the one line on
+    stderr always says which input was at fault."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(args, *rest, **kwargs):
+            try:
+                return command(args, *rest, **kwargs)
+            except KsinspectError as exc:
+                path = getattr(args, attribute, None)
+                if path and path not in str(exc):
+                    exc.args = ("%s: %s" % (path, exc),) + tuple(exc.args[1:])
+                raise
+        return run
+    return decorate

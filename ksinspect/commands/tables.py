@@ -1,11 +1,11 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
-from ..errors import KsinspectError
+from ..errors import ImageFormatError
 from ..render import emit, table
 from ..memory import open_image
 from ..symbols import SymbolTable
 from ..table_source import read_table
 from .. import tables
-from ._args import UsageError, parse_int
+from ._args import UsageError, names_input, parse_int
 
 GDT_COLUMNS = ("selector", "base", "limit", "type", "dpl", "size", "gran", "pres", "long",
                "flags", "registers", "findings")
@@ -18,7 +18,7 @@ def _read_raw_table(path: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        raise KsinspectError("%s: %s" % (path, exc.strerror or exc)) from None
+        raise ImageFormatError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
 
 
 def _load_symbols(args):
@@ -67,6 +67,7 @@ def _gdt_row(entry) -> dict:
             "findings": [str(f) for f in entry.findings]}
 
 
+@names_input("source")
 def cmd_segment_table(args, out):
     which = "GDT" if args.command == "gdt" else "LDT"
     data, base, limit, cpu, notes = _source(args, which)
@@ -79,6 +80,7 @@ def cmd_segment_table(args, out):
     return 0
 
 
+@names_input("source")
 def cmd_idt(args, out):
     data, base, limit, _cpu, notes = _source(args, "IDT")
     symbols = _load_symbols(args)
