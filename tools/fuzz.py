@@ -14,6 +14,7 @@ Usage::
     python3 tools/fuzz.py --runs 10000000 --jobs 2 --nice 10   # the long run
     python3 tools/fuzz.py --only fuzz_translate --seconds 60
     python3 tools/fuzz.py --build-only
+    python3 tools/fuzz.py --replay                 # the committed corpora, once each
 
 Seeds come from tests/fuzz/corpus/<harness>/ (read only); inputs the fuzzer
 finds go to BUILD/corpus/<harness>/ and are reused by the next run. The
@@ -153,11 +154,14 @@ def run_one(binary: str, name: str, max_len: int, args, build_dir: str) -> dict:
     cmd = [binary, "-max_len=%d" % max_len, "-timeout=%d" % args.timeout,
            "-rss_limit_mb=%d" % args.rss_limit_mb, "-detect_leaks=1", "-print_final_stats=1",
            "-artifact_prefix=%s/%s-" % (artifacts, name)]
-    if args.runs is not None:
-        cmd.append("-runs=%d" % args.runs)
-    if args.seconds is not None:
-        cmd.append("-max_total_time=%d" % args.seconds)
-    cmd += [work] + ([seeds] if os.path.isdir(seeds) else [])
+    if args.replay:
+        cmd += ["-runs=0", seeds]      # each committed input once, nothing new
+    else:
+        if args.runs is not None:
+            cmd.append("-runs=%d" % args.runs)
+        if args.seconds is not None:
+            cmd.append("-max_total_time=%d" % args.seconds)
+        cmd += [work] + ([seeds] if os.path.isdir(seeds) else [])
     env = dict(os.environ)
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
@@ -192,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--rss-limit-mb", type=int, default=2048)
     p.add_argument("--nice", type=int, default=0, help="run the fuzzers under nice -n N")
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--replay", action="store_true",
+                   help="run each harness once over its committed corpus (seeds and the "
+                        "regress-* inputs that once found a bug), then stop")
     p.add_argument("--list", action="store_true", help="print the harness names")
     args = p.parse_args(argv)
 
@@ -206,7 +213,7 @@ def main(argv=None) -> int:
     if args.list:
         print("\n".join(h[0] for h in selected))
         return 0
-    if args.seconds is None and args.runs is None and not args.build_only:
+    if args.seconds is None and args.runs is None and not (args.build_only or args.replay):
         args.seconds = 5
     clang = find_clang(args.clang)
     problem = toolchain_problem(clang)
