@@ -406,3 +406,30 @@ def test_random_text_as_command_line_values(words, command):
     status, _, err = cli(command, *words)
     assert "Traceback" not in err
     assert status in (0, 2) or (status == 1 and err.count("\n") == 1), err
+
+
+# -- broken side files: the message blames the file at fault ---------------------------------
+
+SIDE_FILES = {
+    "garbage": bytes(range(256)) * 4,
+    "empty": b"",
+    "not-system-map": b"ffffffff81000000 T _text\nzzzz\n",
+    "truncated.xz": lzma.compress(b"ffffffff81000000 T _text\n" * 200)[:60],
+}
+
+
+@pytest.mark.parametrize("option", ["--registers", "--symbols"])
+@pytest.mark.parametrize("side", sorted(SIDE_FILES))
+def test_broken_registers_or_symbols_file_is_named(corpus, tmp_path, option, side):
+    path = tmp_path / side
+    path.write_bytes(SIDE_FILES[side])
+    command = "idt" if option == "--symbols" else "info"
+    status, _, err = cli(command, corpus["tables.raw" if option == "--registers" else
+                                         "pdpt-loops-to-pml4.elf"], option, str(path))
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("ksinspect: error: %s" % path), err
+
+
+def test_reversed_text_range_is_bad_usage(corpus):
+    status, _, err = cli("idt", corpus["pdpt-loops-to-pml4.elf"], "--text-range", "5-1")
+    assert status == 2 and "below START" in err

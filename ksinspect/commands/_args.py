@@ -40,6 +40,9 @@ def parse_hex_bytes(text: str, what: str) -> bytes:
         raise UsageError("argument %s: %r is not a string of hex bytes" % (what, text)) from None
 
 
+_OTHER_FILES = ("registers", "symbols", "from_file")
+
+
 def names_input(attribute: str):
     """Decorate a command that reads the file ``args.<attribute>``: an error
     from the library whose message does not already name that file gets it
@@ -52,7 +55,10 @@ def names_input(attribute: str):
                 return command(args, *rest, **kwargs)
             except KsinspectError as exc:
                 path = getattr(args, attribute, None)
-                if path and path not in str(exc):
+                # Files that the message may already blame instead (QEMU registers,
+                # symbols, a list of addresses).
+                named = [getattr(args, a, None) for a in (attribute,) + _OTHER_FILES]
+                if path and not any(p and p in str(exc) for p in named):
                     exc.args = ("%s: %s" % (path, exc),) + tuple(exc.args[1:])
                 raise
         return run

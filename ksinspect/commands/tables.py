@@ -35,7 +35,10 @@ def _text_range(args):
     start, sep, end = args.text_range.partition("-")
     if not sep:
         raise UsageError("argument --text-range: %r is not START-END" % args.text_range)
-    return parse_int(start, "--text-range START"), parse_int(end, "--text-range END")
+    first, last = parse_int(start, "--text-range START"), parse_int(end, "--text-range END")
+    if last < first:
+        raise UsageError("argument --text-range: END %#x is below START %#x" % (last, first))
+    return first, last
 
 
 def _source(args, which: str):
