@@ -22,7 +22,6 @@ A run that takes longer than a few seconds counts as a hang.
 import gzip
 import io
 import lzma
-import os
 import signal
 import struct
 from contextlib import contextmanager
@@ -34,8 +33,7 @@ from hypothesis import strategies as st
 from image_builder import (build_elf_core, build_lime, build_note, build_raw, lime_header,
                            qemu_cpu_state, qword_page)
 from ksinspect.cli import main
-from ksinspect.errors import (ImageFormatError, InvalidAddressError, KsinspectError,
-                              TruncatedDataError)
+from ksinspect.errors import ImageFormatError, KsinspectError, TruncatedDataError
 from ksinspect.memory import open_image
 from ksinspect.paging import AddressSpace, WalkLimitError
 
@@ -364,8 +362,8 @@ def test_linear_base_without_cpu_state_asks_for_a_physical_one(corpus):
 
 # -- random bytes as every kind of input ----------------------------------------------------
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=3000),
        magic=st.sampled_from([b"", b"\x7fELF\x02\x01\x01", b"\x7fELF\x01\x01\x01", b"EMiL",
                               b"EMiL\x01\x00\x00\x00"]),
@@ -384,8 +382,8 @@ def test_random_bytes_as_an_image(tmp_path, data, magic, command):
         assert err.count("\n") == 1 and err.startswith("ksinspect: error: "), err
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=600), command=st.sampled_from(["gdt", "ldt", "idt"]),
        mode=st.sampled_from([[], ["--mode", "long"], ["--mode", "legacy"]]))
 def test_random_bytes_as_a_table_file(tmp_path, data, command, mode):
