@@ -101,11 +101,21 @@ def toolchain_problem(clang: Optional[str]) -> Optional[str]:
     probe = "#include <stdint.h>\n#include <stddef.h>\nint LLVMFuzzerTestOneInput(" \
             "const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n"
     result = subprocess.run([clang, "-x", "c", "-", "-o", os.devnull] + SANITIZE,
-                            input=probe, capture_output=True, text=True)
+                            input=probe, capture_output=True, text=True, env=clean_env())
     if result.returncode != 0:
         return "clang cannot link with -fsanitize=fuzzer (libclang-rt-14-dev missing?): " + \
                (result.stderr.strip().splitlines() or ["?"])[-1]
     return None
+
+
+def clean_env() -> Dict[str, str]:
+    """The environment without another sanitizer runtime preloaded (as
+    tools/sanitize_test.py does for the Python tests): the harnesses link
+    clang's own, and two ASan runtimes in one process abort."""
+    env = dict(os.environ)
+    for name in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC"):
+        env.pop(name, None)
+    return env
 
 
 def build(clang: str, build_dir: str, names: List[str]) -> Dict[str, str]:
@@ -120,14 +130,14 @@ def build(clang: str, build_dir: str, names: List[str]) -> Dict[str, str]:
         cmd = [clang, "-c", os.path.join(CSRC, source), "-o", obj, "-I", CSRC, define] + \
             CFLAGS + ["-fsanitize=fuzzer-no-link,address,undefined",
                       "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=clean_env())
         objects.append(obj)
     binaries = {}
     for name in names:
         out = os.path.join(build_dir, name)
         cmd = [clang, os.path.join(FUZZ_DIR, name + ".c"), "-o", out, "-I", CSRC, "-I", FUZZ_DIR,
                define] + CFLAGS + SANITIZE + objects
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=clean_env())
         binaries[name] = out
     return binaries
 
@@ -162,9 +172,9 @@ def run_one(binary: str, name: str, max_len: int, args, build_dir: str) -> dict:
         if args.seconds is not None:
             cmd.append("-max_total_time=%d" % args.seconds)
         cmd += [work] + ([seeds] if os.path.isdir(seeds) else [])
-    env = dict(os.environ)
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+    env = clean_env()
+    env["ASAN_OPTIONS"] = "detect_leaks=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
     started = time.monotonic()
     prefix = ["nice", "-n", str(args.nice)] if args.nice else []
     with open(log_path, "w") as log:
