@@ -11,7 +11,8 @@ it needs cffi, setuptools, pytest and hypothesis). The steps:
    temporary directory, so the normal in-tree build is never touched;
 2. build the core there with ``KSINSPECT_SANITIZE=1 KSINSPECT_WERROR=1``
    (csrc/build_core.py adds ``-fsanitize=address,undefined
-   -fno-sanitize-recover=undefined``);
+   -fno-sanitize-recover=undefined``) and check that the module calls the
+   ASan and UBSan runtimes (``nm -D``);
 3. run pytest from the copy with the sanitizer runtimes preloaded (the
    Python interpreter is not instrumented, so ASan must be loaded first:
    ``LD_PRELOAD`` of the libasan and libubsan of the compiler that built the
@@ -95,6 +96,15 @@ def main(argv=None) -> int:
         if build.returncode != 0:
             sys.stderr.write(build.stdout + build.stderr)
             print("sanitize: the sanitized core did not build", file=sys.stderr)
+            return 2
+        core = [f for f in os.listdir(os.path.join(tree, "ksinspect"))
+                if f.startswith("_core") and f.endswith(".so")]
+        symbols = subprocess.run(["nm", "-D", "--undefined-only",
+                                  os.path.join(tree, "ksinspect", core[0])],
+                                 capture_output=True, text=True).stdout if core else ""
+        if "__asan_report" not in symbols or "__ubsan_handle" not in symbols:
+            print("sanitize: the core in %s is not instrumented (no __asan_report / "
+                  "__ubsan_handle references)" % tree, file=sys.stderr)
             return 2
         built = time.monotonic()
         print("sanitize: built the ASan+UBSan core in %s (%.0f s)" % (tree, built - started),
