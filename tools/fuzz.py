@@ -246,8 +246,9 @@ def main(argv=None) -> int:
         for r in pool.map(job, selected):
             results.append(r)
             rate = r["executions"] / r["seconds"] if r["seconds"] else 0
-            print("%-18s %12d executions %8.1f s %9.0f/s  rss %4d MB  %s" % (
+            print("%-18s %12d executions %8.1f s %9.0f/s  rss %4d MB  crashes %d  %s" % (
                 r["name"], r["executions"], r["seconds"], rate, r["peak_rss_mb"],
+                0 if r["problem"] is None else 1,
                 "ok" if r["problem"] is None else "FAILED: %s (input %s, log %s)" % (
                     r["problem"], r["artifact"], r["log"])), flush=True)
     failed = [r for r in results if r["problem"]]
