@@ -149,3 +149,17 @@ def test_eight_gib_sparse_image_is_never_read_whole(tmp_path):
     assert bytes.fromhex(result["data"]) == b"the end of a 1 GiB page".ljust(16, b"\0")[:16]
     # An interpreter with ksinspect loaded takes about 30 MiB; the image is 8 GiB.
     assert result["peak_rss_kib"] < 200 * 1024, result
+
+
+def test_table_commands_never_read_a_whole_image(tmp_path):
+    # A raw file larger than any descriptor table is refused after 64 KiB + 1
+    # bytes; a core is opened as an image (mmapped), not read into memory.
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as fh:
+        fh.truncate(8 << 30)
+    status, _, err = cli("gdt", str(big))
+    assert status == 1 and "larger than any descriptor table" in err and str(big) in err
+    exact = tmp_path / "exact.bin"
+    exact.write_bytes(bytes(0x10000))
+    status, out, _ = cli("gdt", str(exact), "--mode", "long", "--format", "jsonl")
+    assert status == 0 and len(out.splitlines()) == 0x10000 // 8

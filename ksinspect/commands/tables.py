@@ -13,10 +13,16 @@ IDT_COLUMNS = ("vector", "name", "kind", "selector", "offset", "ist", "dpl", "pr
                "findings")
 
 
+# A descriptor table holds at most 64 KiB (a 16-bit limit, SDM §2.4.1); a
+# raw table file is read up to one byte past that, never a whole image.
+MAX_TABLE_BYTES = 0x10000
+_IMAGE_MAGIC = (b"\x7fELF", b"EMiL", b"\xfd7zXZ\x00", b"\x1f\x8b")
+
+
 def _read_raw_table(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            return fh.read(MAX_TABLE_BYTES + 1)
     except OSError as exc:
         raise ImageFormatError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
 
@@ -46,8 +52,11 @@ def _source(args, which: str):
     image_options = (args.base, args.limit, args.cr3, args.registers)
     if all(o is None for o in image_options) and not args.physical:
         data = _read_raw_table(args.source)
-        if not (data.startswith(b"\x7fELF") or data.startswith(b"EMiL")
-                or args.source.endswith((".xz", ".gz"))):
+        if not (data.startswith(_IMAGE_MAGIC) or args.source.endswith((".xz", ".gz"))):
+            if len(data) > MAX_TABLE_BYTES:
+                raise ImageFormatError(
+                    "%s: more than %d bytes, larger than any descriptor table; for a raw "
+                    "memory image give --base and --limit" % (args.source, MAX_TABLE_BYTES))
             return data, None, len(data) - 1 if data else None, None, (
                 "read as raw %s bytes from %s" % (which, args.source),)
     with open_image(args.source, registers=args.registers) as memory:
