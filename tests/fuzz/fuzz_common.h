@@ -113,7 +113,7 @@ typedef struct {
 /* The read callback: a pure function of pa (walks read the same memory
    twice and must see the same bytes), failing for some addresses. Bytes
    come from the image, wrapped; physical addresses with bit 40 set fail. */
-static int fz_read_callback(void *context, uint64_t pa, uint8_t *out, size_t n)
+static inline int fz_read_callback(void *context, uint64_t pa, uint8_t *out, size_t n)
 {
     const fz_image *img = (const fz_image *)context;
     if (img->image_len == 0)
