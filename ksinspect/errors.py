@@ -71,7 +71,9 @@ class TableNotFoundError(KsinspectError, LookupError):
 
 
 class WalkLimitError(KsinspectError, RuntimeError):
-    """An enumeration read ``max_entries`` entries before it finished.
+    """An enumeration reached a cap before it finished: ``max_entries``
+    entries read, or more ranges / aliases than ``max_ranges`` /
+    ``max_aliases`` (the message says which).
 
     Page tables that alias each other (or a hostile image) can describe an
     enormous number of mappings. Attributes: ``resume_at`` (the linear address
