@@ -589,6 +589,10 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
         return rc;
     if (!done || !failure || (!out && n))
         return KSI_ERR_NULL_POINTER;
+    *done = 0;
+    /* A range past the top of the 64-bit space would wrap to address 0. */
+    if (n && va + (n - 1) < va)
+        return KSI_ERR_OUT_OF_RANGE;
     walker_init(&w, mem, cr3, mode, cfg, n > 8192);
     memset(failure, 0, sizeof *failure);
     while (copied < n) {

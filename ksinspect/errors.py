@@ -151,3 +151,25 @@ class NoSuchProcessError(PtraceError, ProcessLookupError):
 
 class OutputError(KsinspectError, OSError):
     """An output file (such as an SVG picture) cannot be written."""
+
+
+class TableNotFoundError(KsinspectError, LookupError):
+    """A descriptor table cannot be located in an image: no CPU state to give
+    GDTR / IDTR, or LDTR holding the null selector or selecting something that
+    is not an LDT descriptor."""
+
+
+class WalkLimitError(KsinspectError, RuntimeError):
+    """An enumeration reached a cap before it finished: ``max_entries``
+    entries read, or more ranges / aliases than ``max_ranges`` /
+    ``max_aliases`` (the message says which).
+
+    Page tables that alias each other (or a hostile image) can describe an
+    enormous number of mappings. Attributes: ``resume_at`` (the linear address
+    the walk had reached) and ``entries_read``.
+    """
+
+    def __init__(self, message: str, resume_at: int, entries_read: int):
+        super().__init__(message)
+        self.resume_at = resume_at
+        self.entries_read = entries_read

@@ -8,7 +8,7 @@ which gives the LDT's base and limit (SDM vol. 3A §3.5.1).
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .errors import KsinspectError
+from .errors import DecodeError, TableNotFoundError
 from .paging import AddressSpace
 from .tables import decode_table
 from .x86 import DescriptorKind, DescriptorMode
@@ -40,16 +40,16 @@ def read_table(memory, which: str, base: Optional[int] = None, limit: Optional[i
     """The bytes of the GDT, LDT or IDT, from the CPU state or an explicit base.
 
     Raises:
-        KsinspectError: no CPU state and no base, a limit above 0xFFFF, or LDTR
-            selecting nothing usable.
+        TableNotFoundError: no CPU state and no base, or LDTR selecting nothing usable.
+        DecodeError: a base without a limit, or a limit above 0xFFFF.
         InvalidAddressError: the table is not mapped or not in the image.
     """
     cpu = memory.cpu
     notes = []
     if base is None:
         if cpu is None:
-            raise KsinspectError("%s: the image has no CPU state: give --base and --limit"
-                                 % (memory.path or "image"))
+            raise TableNotFoundError("%s: the image has no CPU state: give --base and --limit"
+                                     % memory.name)
         if which == "GDT":
             base, limit = cpu.gdtr_base, cpu.gdtr_limit
             notes.append("GDT at GDTR: base %#x, limit %#x" % (base, limit))
@@ -60,14 +60,18 @@ def read_table(memory, which: str, base: Optional[int] = None, limit: Optional[i
             base, limit, note = _ldt_location(memory, cr3)
             notes.append(note)
     elif limit is None:
-        raise KsinspectError("--base needs --limit (the table's size minus one)")
+        raise DecodeError("--base needs --limit (the table's size minus one)")
     if not 0 <= limit <= MAX_TABLE_LIMIT:
-        raise KsinspectError("%s limit %#x is larger than 0xFFFF, the most a descriptor-table "
+        raise DecodeError("%s limit %#x is larger than 0xFFFF, the most a descriptor-table "
                              "register can hold" % (which, limit))
     if physical:
         data = memory.read(base, limit + 1)
         notes.append("read from physical memory")
     else:
+        if cpu is None:
+            raise TableNotFoundError(
+                "%s carries no CPU state, so no paging mode translates the linear base %#x: "
+                "give a physical base (--physical)" % (memory.name, base))
         space = AddressSpace(memory, cr3=cr3)
         data = space.read(base, limit + 1)
         notes.append("read through CR3 %#x (%s paging)" % (space.cr3, space.mode.value))
@@ -78,12 +82,14 @@ def _ldt_location(memory, cr3):
     cpu = memory.cpu
     selector = cpu.segments["ldtr"].selector if "ldtr" in cpu.segments else 0
     if selector >> 3 == 0:
-        raise KsinspectError("LDTR holds the null selector: no LDT is loaded")
+        raise TableNotFoundError("%s: LDTR holds the null selector: no LDT is loaded"
+                                 % memory.name)
     gdt = read_table(memory, "GDT", cr3=cr3)
     table = decode_table(gdt.data, "GDT", gdt.mode)
     entry = table.by_index(selector >> 3)
     if entry is None or entry.descriptor.kind is not DescriptorKind.LDT:
-        raise KsinspectError("LDTR %#x does not select an LDT descriptor in the GDT" % selector)
+        raise TableNotFoundError("%s: LDTR %#x does not select an LDT descriptor in the GDT"
+                                 % (memory.name, selector))
     d = entry.descriptor
     return d.base, d.limit, ("LDT through LDTR %#x: GDT descriptor %d gives base %#x, limit %#x"
                              % (selector, entry.index, d.base, d.limit))

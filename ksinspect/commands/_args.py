@@ -1,5 +1,8 @@
 """Argument parsing shared by the subcommands."""
 import argparse
+import functools
+
+from ..errors import KsinspectError
 
 
 class UsageError(Exception):
@@ -75,3 +78,28 @@ def write_svg(path, value) -> None:
     except OSError as exc:
         raise OutputError("cannot write the SVG picture to %s: %s" % (
             path, exc.strerror or exc)) from None
+
+
+_OTHER_FILES = ("registers", "symbols", "from_file")
+
+
+def names_input(attribute: str):
+    """Decorate a command that reads the file ``args.<attribute>``: an error
+    from the library whose message does not already name that file gets it
+    as a prefix (``IMAGE: 0x7000: not present: ...``), so the one line on
+    stderr always says which input was at fault."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(args, *rest, **kwargs):
+            try:
+                return command(args, *rest, **kwargs)
+            except KsinspectError as exc:
+                path = getattr(args, attribute, None)
+                # Files that the message may already blame instead (QEMU registers,
+                # symbols, a list of addresses).
+                named = [getattr(args, a, None) for a in (attribute,) + _OTHER_FILES]
+                if path and not any(p and p in str(exc) for p in named):
+                    exc.args = ("%s: %s" % (path, exc),) + tuple(exc.args[1:])
+                raise
+        return run
+    return decorate

@@ -6,7 +6,7 @@ from typing import IO, List
 from ..memory import MAX_DECOMPRESSED, open_image
 from ..memory.cpu import CR0_BITS, CR4_BITS, EFER_BITS, CpuState, flag_names
 from ..render import emit, table
-from ._args import UsageError
+from ._args import UsageError, names_input
 
 RECORD_COLUMNS = ("kind", "name", "value", "start", "end", "size", "offset", "selector", "base",
                   "limit", "flags", "detail")
@@ -96,6 +96,7 @@ def _text(memory, runs, registers, segments) -> str:
     return "\n".join(lines)
 
 
+@names_input("image")
 def cmd_info(args, out: IO[str]) -> int:
     if args.max_decompressed is not None and args.max_decompressed <= 0:
         raise UsageError("argument --max-decompressed: give a positive number of MiB")

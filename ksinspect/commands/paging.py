@@ -5,15 +5,18 @@ from typing import IO, Iterable, List, Optional
 
 from ..errors import InvalidAddressError
 from ..memory import open_image
-from ..paging import AddressSpace, Mapping, WalkLimitError
+from ..paging import DEFAULT_MAX_ALIASES, DEFAULT_MAX_ENTRIES, AddressSpace, Mapping, WalkLimitError
 from ..render import emit, table
 from ..x86 import PagingMode
-from ._args import UsageError, add_svg_option, parse_int, write_svg
+from ._args import UsageError, add_svg_option, names_input, parse_int, write_svg
 
 TRANSLATION_COLUMNS = ("va", "pa", "page_size", "writable", "user", "nx", "error")
 MAPPING_COLUMNS = ("start", "end", "size", "writable", "user", "nx", "pa", "page_size")
 ALIAS_COLUMNS = ("va", "pa", "page_start", "page_size", "writable", "user", "nx")
 MAX_READ = 1 << 30
+# Ranges `maps` lists before it stops: about 1 KiB of memory each while the
+# output is built; a real Linux guest has 65,774.
+MAX_LISTED_RANGES = 1 << 18
 PROGRESS_AFTER = 0.5     # seconds before a progress bar appears
 
 
@@ -52,6 +55,7 @@ def _path_text(path: Iterable[dict]) -> str:
                     for s in path)
 
 
+@names_input("image")
 def cmd_vtop(args, out: IO[str]) -> int:
     words = list(args.va)
     if args.from_file:
@@ -133,8 +137,11 @@ class _Progress:
             self.stream.flush()
 
 
+@names_input("image")
 def cmd_maps(args, out: IO[str], errors: Optional[IO[str]] = None) -> int:
     start, end = _parse_range(args.range)
+    if args.max_ranges < 1:
+        raise UsageError("argument --max-ranges: give a positive number")
     err = errors or sys.stderr
     with _open(args) as memory:
         space = _space(args, memory)
@@ -149,6 +156,12 @@ def cmd_maps(args, out: IO[str], errors: Optional[IO[str]] = None) -> int:
         failure = None
         try:
             for m in stream:
+                if len(ranges) == args.max_ranges:
+                    failure = WalkLimitError(
+                        "listed the first %d ranges (--max-ranges), up to linear address %#x: "
+                        "raise the limit or give --range" % (args.max_ranges, m.start),
+                        resume_at=m.start, entries_read=stream.entries_read)
+                    break
                 ranges.append(m)
         except WalkLimitError as exc:
             failure = exc
@@ -167,11 +180,15 @@ def cmd_maps(args, out: IO[str], errors: Optional[IO[str]] = None) -> int:
     return 0
 
 
+@names_input("image")
 def cmd_ptov(args, out: IO[str]) -> int:
     pa = parse_int(args.pa, "PA")
+    if args.max_aliases < 0:
+        raise UsageError("argument --max-aliases: give a non-negative number")
     with _open(args) as memory:
         space = _space(args, memory)
-        aliases = space.physical_to_virtual(pa, max_entries=args.max_entries)
+        aliases = space.physical_to_virtual(pa, max_entries=args.max_entries,
+                                            max_aliases=args.max_aliases)
         records = [a.to_dict() for a in aliases]
         text = None
         if args.format == "table":
@@ -194,6 +211,7 @@ def hexdump(data: bytes, address: int) -> str:
     return "\n".join(lines)
 
 
+@names_input("image")
 def cmd_read(args, out: IO[str]) -> int:
     va = parse_int(args.va, "VA")
     length = parse_int(args.length, "LEN")
@@ -245,16 +263,22 @@ def register(sub, output) -> None:
                    help="contiguous: merge pages with contiguous physical addresses and equal "
                         "rights and page size (default); rights: merge on equal R/W and U/S "
                         "alone, as QEMU's `info mem`")
-    p.add_argument("--max-entries", type=int, default=1 << 30, metavar="N",
-                   help="stop after reading N paging entries (default 2^30)")
+    p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
+                   help="stop after reading N paging entries (default 2^27)")
+    p.add_argument("--max-ranges", type=int, default=MAX_LISTED_RANGES, metavar="N",
+                   help="stop after listing N ranges (default %d; memory grows with it)"
+                        % MAX_LISTED_RANGES)
     p.set_defaults(func=cmd_maps)
 
     p = sub.add_parser("ptov", parents=[output], help="physical to linear addresses",
                        description="Every linear address that maps a physical address.")
     _common(p)
     p.add_argument("pa", metavar="PA")
-    p.add_argument("--max-entries", type=int, default=1 << 30, metavar="N",
-                   help="stop after reading N paging entries (default 2^30)")
+    p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
+                   help="stop after reading N paging entries (default 2^27)")
+    p.add_argument("--max-aliases", type=int, default=DEFAULT_MAX_ALIASES, metavar="N",
+                   help="stop after finding N linear addresses (default %d)"
+                        % DEFAULT_MAX_ALIASES)
     p.set_defaults(func=cmd_ptov)
 
     p = sub.add_parser("read", parents=[output], help="hexdump linear memory",

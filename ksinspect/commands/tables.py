@@ -1,11 +1,11 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
-from ..errors import KsinspectError
+from ..errors import ImageFormatError
 from ..render import emit, table
 from ..memory import open_image
 from ..symbols import SymbolTable
 from ..table_source import read_table
 from .. import tables
-from ._args import UsageError, parse_int
+from ._args import UsageError, names_input, parse_int
 
 GDT_COLUMNS = ("selector", "base", "limit", "type", "dpl", "size", "gran", "pres", "long",
                "flags", "registers", "findings")
@@ -13,12 +13,18 @@ IDT_COLUMNS = ("vector", "name", "kind", "selector", "offset", "ist", "dpl", "pr
                "findings")
 
 
+# A descriptor table holds at most 64 KiB (a 16-bit limit, SDM §2.4.1); a
+# raw table file is read up to one byte past that, never a whole image.
+MAX_TABLE_BYTES = 0x10000
+_IMAGE_MAGIC = (b"\x7fELF", b"EMiL", b"\xfd7zXZ\x00", b"\x1f\x8b")
+
+
 def _read_raw_table(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            return fh.read(MAX_TABLE_BYTES + 1)
     except OSError as exc:
-        raise KsinspectError("%s: %s" % (path, exc.strerror or exc)) from None
+        raise ImageFormatError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
 
 
 def _load_symbols(args):
@@ -35,7 +41,10 @@ def _text_range(args):
     start, sep, end = args.text_range.partition("-")
     if not sep:
         raise UsageError("argument --text-range: %r is not START-END" % args.text_range)
-    return parse_int(start, "--text-range START"), parse_int(end, "--text-range END")
+    first, last = parse_int(start, "--text-range START"), parse_int(end, "--text-range END")
+    if last < first:
+        raise UsageError("argument --text-range: END %#x is below START %#x" % (last, first))
+    return first, last
 
 
 def _source(args, which: str):
@@ -43,8 +52,11 @@ def _source(args, which: str):
     image_options = (args.base, args.limit, args.cr3, args.registers)
     if all(o is None for o in image_options) and not args.physical:
         data = _read_raw_table(args.source)
-        if not (data.startswith(b"\x7fELF") or data.startswith(b"EMiL")
-                or args.source.endswith((".xz", ".gz"))):
+        if not (data.startswith(_IMAGE_MAGIC) or args.source.endswith((".xz", ".gz"))):
+            if len(data) > MAX_TABLE_BYTES:
+                raise ImageFormatError(
+                    "%s: more than %d bytes, larger than any descriptor table; for a raw "
+                    "memory image give --base and --limit" % (args.source, MAX_TABLE_BYTES))
             return data, None, len(data) - 1 if data else None, None, (
                 "read as raw %s bytes from %s" % (which, args.source),)
     with open_image(args.source, registers=args.registers) as memory:
@@ -67,6 +79,7 @@ def _gdt_row(entry) -> dict:
             "findings": [str(f) for f in entry.findings]}
 
 
+@names_input("source")
 def cmd_segment_table(args, out):
     which = "GDT" if args.command == "gdt" else "LDT"
     data, base, limit, cpu, notes = _source(args, which)
@@ -79,6 +92,7 @@ def cmd_segment_table(args, out):
     return 0
 
 
+@names_input("source")
 def cmd_idt(args, out):
     data, base, limit, _cpu, notes = _source(args, "IDT")
     symbols = _load_symbols(args)

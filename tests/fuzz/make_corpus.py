@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Write the seed corpora of the fuzz harnesses: tests/fuzz/corpus/<harness>/.
+
+Seeds are real structures, encoded in each harness's input layout (the
+comments at the top of tests/fuzz/fuzz_*.c and fuzz_common.h):
+
+* descriptors: the GDT and IDT of the shipped QEMU guests (x86-64 4-level,
+  i386), read through their page tables; Linux's selectors;
+* paging entries: the top-level table CR3 names in each shipped guest, and
+  the entries quoted in README.md;
+* DR6 / DR7: the values of README.md's examples;
+* walker images: page tables from tests/pagetable_builder.py in every mode
+  (4 KiB, large and huge pages, NX, user/supervisor), plus hostile shapes:
+  a self-mapping PML4 (the Windows self-map), a PDPT entry that loops back
+  to the PML4, entries pointing past the end of the image, a PAE PDPT at a
+  32-byte offset.
+
+Run from the repository root with the package installed:
+``python tests/fuzz/make_corpus.py``. It replaces the seeds and keeps the
+``regress-*`` files: inputs that once found a bug (see tests/fuzz/README.md).
+"""
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from pagetable_builder import NX, P, PS, RW, US, PageTableBuilder  # noqa: E402
+
+CORPUS = os.path.join(HERE, "corpus")
+QEMU = os.path.join(ROOT, "tests", "data", "qemu")
+MODE_CODE = {"32": 0, "pae": 1, "4level": 2, "5level": 3}
+PAT_DEFAULT = 0x0007040600070406
+HEADER = 184
+
+
+def walker_input(cr3, mode, runs, vas, image, options=0b111, param=2, maxphyaddr=52 - 32,
+                 callback=False):
+    """One input in the layout of fuzz_common.h (runs: (start, length, offset))."""
+    assert len(runs) <= 4 and len(vas) <= 8
+    flags = len(runs) | (8 if callback else 0)
+    head = struct.pack("<QBBBBIQ", cr3, MODE_CODE[mode], maxphyaddr, options, flags, param,
+                       PAT_DEFAULT)
+    for i in range(4):
+        head += struct.pack("<QQQ", *(runs[i] if i < len(runs) else (0, 0, 0)))
+    head += b"".join(struct.pack("<Q", v) for v in list(vas) + [0] * (8 - len(vas)))
+    assert len(head) == HEADER
+    return head + image
+
+
+def compact(builder, limit=None):
+    """(runs, image bytes): the builder's pages packed back to back."""
+    runs, image = [], b""
+    for pa, data in builder.runs(limit):
+        runs.append((pa, len(data), len(image)))
+        image += data
+    return runs, image
+
+
+def builder_seeds():
+    seeds = {}
+
+    b = PageTableBuilder("4level")
+    b.map(0xFFFF888000000000, 0x200000, size=2 << 20, writable=False)
+    b.map(0x00007F0000001000, 0x9000, nx=True)
+    b.map(0xFFFFFFFF80000000, 0x40000000, size=1 << 30, user=False)
+    b.map(0x00007F0000002000, 0xA000, table_rights={4: {"writable": False}})
+    b.write_phys(0x9000, b"fuzz seed: a mapped data page")
+    seeds["4level"] = (b, [0xFFFF888000000000, 0x00007F0000001234, 0xFFFFFFFF80000000,
+                           0x00007F0000002000, 0x00007F0000000000, 0xFFFF888000200000])
+
+    b = PageTableBuilder("5level")
+    b.map(0xFF11000000000000, 0x200000, size=2 << 20)
+    b.map(0x0000000000400000, 0x9000, user=True)
+    b.map(0xFFFFFFFF80000000, 0x40000000, size=1 << 30, nx=True)
+    seeds["5level"] = (b, [0xFF11000000000000, 0x400000, 0xFFFFFFFF80001000, 0x401000])
+
+    b = PageTableBuilder("pae", pdpt_offset=0x20)
+    b.map(0xC0000000, 0x200000, size=2 << 20)
+    b.map(0x08048000, 0x9000, nx=True)
+    b.map(0xBFFFF000, 0xA000)
+    seeds["pae"] = (b, [0xC0000000, 0x08048123, 0xBFFFF000, 0xC0200000])
+
+    b = PageTableBuilder("32", nxe=False)
+    b.map(0xC0000000, 0x400000, size=4 << 20)
+    b.map(0xC0400000, 0x1_0040_0000 & ~0x3FFFFF, size=4 << 20)   # PSE-36: above 4 GiB
+    b.map(0x08048000, 0x9000)
+    seeds["32"] = (b, [0xC0000000, 0xC0400000, 0x08048000, 0x08049000])
+    return seeds
+
+
+def hostile_seeds():
+    """Shapes a walker must survive: self-map, loops, tables past the image."""
+    seeds = {}
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x9000)
+    # PML4[0x1ed] names the PML4 itself: Windows' self-map.
+    b.write_entry(b.root + 0x1ED * 8, b.root | P | RW)
+    seeds["selfmap"] = (b, [0xFFFFF6FB7DBED000, 0xFFFFF68000000000, 0x1000])
+
+    b = PageTableBuilder("4level")
+    b.map(0x40000000, 0x9000)
+    pdpt = b.read_entry(b.root) & 0x000FFFFFFFFFF000
+    b.write_entry(pdpt + 2 * 8, b.root | P | RW | US)        # PDPT -> PML4: a loop
+    b.write_entry(b.root + 8, 0x7FFFF000 | P | RW)           # a table past the image
+    b.write_entry(pdpt + 3 * 8, 0xFFFFF000 | P | PS | NX)    # a huge page past the image
+    seeds["loop"] = (b, [0x80000000, 0x8000000000, 0x40000000, 0xC0000000])
+
+    b = PageTableBuilder("5level")
+    b.map(0x1000, 0x9000)
+    for level_index in range(0, 512, 37):                     # every PML5E names the PML5
+        b.write_entry(b.root + level_index * 8, b.root | P | RW | US)
+    seeds["5level-selfmap"] = (b, [0x1000, 0x0025000000000000, 0xFF00000000000000])
+    return seeds
+
+
+def write(harness, name, data):
+    folder = os.path.join(CORPUS, harness)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as fh:
+        fh.write(data)
+
+
+def walker_corpora():
+    all_seeds = dict(builder_seeds())
+    all_seeds.update(hostile_seeds())
+    for name, (b, vas) in all_seeds.items():
+        runs, image = compact(b)
+        if len(runs) > 4:
+            raise SystemExit("seed %s has %d runs; the layout holds 4" % (name, len(runs)))
+        mode = b.mode
+        nxe = 2 if b.nxe and mode != "32" else 0
+        for harness, param in (("fuzz_translate", 1 | 2 | (7 << 8)),
+                               ("fuzz_mappings", 2 | (1 << 8)), ("fuzz_ptov", 2 | (3 << 8)),
+                               ("fuzz_read_virtual", 0x10000 | 0x2100),
+                               ("fuzz_phys", 0x10000 | 0x1800)):
+            write(harness, name, walker_input(b.cr3, mode, runs, vas, image, 1 | nxe | 4,
+                                              param))
+        # The same tables read through the callback (no runs but an empty one).
+        write("fuzz_translate", name + "-callback",
+              walker_input(b.cr3, mode, runs, vas, image, 1 | nxe | 4, 1 | 2, callback=True))
+        # Truncated: the image stops inside the tables.
+        cut = image[:len(image) // 2]
+        cut_runs = [(s, min(n, max(len(cut) - o, 0)), o) for s, n, o in runs if o < len(cut)]
+        write("fuzz_mappings", name + "-truncated",
+              walker_input(b.cr3, mode, cut_runs, vas, cut, 1 | nxe | 4, 2))
+
+
+def qemu_tables():
+    """(name, gdt bytes, idt bytes, mode, top table bytes, paging mode) per shipped guest."""
+    from ksinspect.memory import open_image
+    from ksinspect.paging import AddressSpace
+    from ksinspect.table_source import read_table
+    for guest in ("x86_64-4level", "i386-pae", "i386-2level"):
+        with open_image(os.path.join(QEMU, guest, "core-trimmed.elf.xz")) as memory:
+            gdt = read_table(memory, "GDT")
+            idt = read_table(memory, "IDT")
+            space = AddressSpace(memory)
+            size = 32 if space.mode.value == "pae" else 4096
+            top = memory.read(space.root, size)
+            yield guest, gdt.data, idt.data, gdt.mode.value, top, space.mode.value
+
+
+def decoder_corpora():
+    for sel in (0x10, 0x18, 0x2B, 0x33, 0x40, 0x63, 0x7B):       # Linux x86-64 / i386
+        write("fuzz_selector", "linux-%02x" % sel,
+              struct.pack("<QH", sel, 4) + struct.pack("<4H", sel, 0x33, 0x2B, 0x10))
+        write("fuzz_live", "linux-%02x" % sel, struct.pack("<H", 64) + struct.pack(
+            "<5I", sel, 0x33, 0x2B, 0x10, 0x7))
+    for guest, gdt, idt, mode, top, paging in qemu_tables():
+        long_mode = mode == "long"
+        lo, hi = struct.unpack_from("<QQ", idt, 0)
+        for kind, table, data in (("gdt", 1, gdt), ("idt", 2, idt)):
+            sel = (1 if long_mode else 0) | table << 2 | 16
+            write("fuzz_descriptor", "%s-%s" % (guest, kind),
+                  struct.pack("<QQBH", lo, hi, sel, 1024) + data)
+        width = 4 if paging == "32" else 8
+        first = struct.unpack_from("<Q" if width == 8 else "<I", top, 0)[0]
+        levels = {"32": 2, "pae": 3, "4level": 4, "5level": 5}[paging]
+        write("fuzz_pte", "%s-top-table" % guest,
+              struct.pack("<QBBBQBH", first, MODE_CODE[paging], levels, 0, PAT_DEFAULT, 3,
+                          len(top) // width) + top)
+    for value, mode, level in ((0x80000000FEE000E3, 2, 2), (0x000403E7, 0, 2),
+                               (0x00000000001E3, 1, 2), (0x8000000000000063, 2, 1)):
+        write("fuzz_pte", "readme-%x" % value,
+              struct.pack("<QBBBQBH", value, mode, level, 0, PAT_DEFAULT, 3, 1)
+              + struct.pack("<Q", value))
+    for name, options, requests in (
+            ("write-global", 1, [(0 | 1 << 3 | 2 << 6, 4, 1, 0x7FFC1000)]),
+            ("execute-io", 3, [(1 | 0 << 3 | 1 << 6, 1, 0, 0), (2 | 2 << 3 | 3 << 6, 2, 1, 0x60)])):
+        data = struct.pack("<BB", options, len(requests))
+        for b0, length, has, address in requests:
+            data += struct.pack("<BBBQ", b0, length, has, address)
+        data += struct.pack("<3Q", 0xD0402, 0xFFFF4FF1, 0x400)
+        write("fuzz_debugreg", name, data)
+
+
+def main():
+    # Replace the seeds; keep the inputs that once broke something (regress-*).
+    for folder, _, files in os.walk(CORPUS):
+        for f in files:
+            if not f.startswith("regress-"):
+                os.remove(os.path.join(folder, f))
+    walker_corpora()
+    decoder_corpora()
+    total = sum(len(files) for _, _, files in os.walk(CORPUS))
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(CORPUS)
+               for f in files)
+    print("wrote %d seeds (%d bytes) under %s" % (total, size, os.path.relpath(CORPUS, ROOT)))
+
+
+if __name__ == "__main__":
+    main()
