@@ -1,4 +1,5 @@
 """Windows structure commands: layouts, peb (from an image or a live process)."""
+import re
 from typing import IO
 
 from ..errors import UnknownLayoutError
@@ -34,7 +35,10 @@ def cmd_layouts(args, out: IO[str]) -> int:
                         "structs": sorted(layout.structs)})
     text = None
     if args.format == "table":
-        text = table(records, LAYOUT_COLUMNS) + (
+        # The table shows the short form; JSON keeps each source's full wording.
+        short = [dict(r, os=re.split(r" \(|, ", r["os"])[0],
+                      nt_version=r["nt_version"].split()[0]) for r in records]
+        text = table(short, LAYOUT_COLUMNS) + (
             "\n\n%d layouts; offsets read from Microsoft's PDBs through public sources "
             "(ksinspect/windows/layouts/README.md). `--layout` takes a name, a unique part of "
             "one (win7-sp1-x64, 10.0.19041-x64) or a JSON / Volatility 3 ISF file."
