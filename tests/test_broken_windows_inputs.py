@@ -41,6 +41,7 @@ from ksinspect.cli import main
 from ksinspect.errors import (InvalidAddressError, KsinspectError, UnknownLayoutError)
 from ksinspect.memory import open_image
 from ksinspect.windows import load_layout
+from ksinspect.windows.layout import layout_from_dict
 from ksinspect.windows.peb import read_peb
 from ksinspect.windows.pslist import pslist
 from ksinspect.windows.psscan import psscan
@@ -553,3 +554,38 @@ def test_psscan_over_prefilter_bytes_is_bounded(tmp_path):
     # a C loop: far under the deadline (figures in the report).
     assert timings["anchors.raw"] < 10, timings
     print("psscan over 32 MiB: %s" % ", ".join("%s %.3f s" % kv for kv in timings.items()))
+
+
+@pytest.mark.parametrize("struct,member,wrong", [
+    ("_UNICODE_STRING", "Length", "char[2]"), ("_EPROCESS", "Pcb", "uint64"),
+    ("_EPROCESS", "UniqueProcessId", "char[8]"), ("_KPROCESS", "Header", "_LIST_ENTRY"),
+    ("_EPROCESS", "ImageFileName", "uint64")])
+def test_layout_that_mistypes_members(struct, member, wrong, tmp_path, kernel_file):
+    """A layout file that types a member the decoders read otherwise than
+    Windows declares it (found by mutating layout files: TypeError and
+    ValueError from the decoders). Refused when loaded, naming the member."""
+    doc = json.loads(json.dumps(layout_json(KERNEL_LAYOUT)))
+    doc["structs"][struct]["fields"][member]["type"] = wrong
+    path = tmp_path / "mistyped.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UnknownLayoutError) as caught:
+        load_layout(str(path))
+    assert "%s: %s.%s is %s" % (path, struct, member, wrong) in str(caught.value)
+    image, builder, planted = kernel_file
+    for command in ("pslist", "psscan"):
+        status, out, err = run(command, image, "--layout", path, "--cr3", "%x" % builder.cr3)
+        assert_one_line(err, status, 2, "%s.%s is %s" % (struct, member, wrong))
+
+
+def test_string_decoder_refuses_a_layout_object_that_mistypes_length(kernel_file):
+    """Layouts built in code (layout_from_dict) skip the file checks: the
+    string decoder itself says which member is wrong instead of a TypeError."""
+    doc = json.loads(json.dumps(layout_json(KERNEL_LAYOUT)))
+    doc["structs"]["_UNICODE_STRING"]["fields"]["Length"]["type"] = "char[2]"
+    layout = layout_from_dict(doc, "mistyped")
+    image, builder, planted = kernel_file
+    why = "layout mistyped: _UNICODE_STRING.Length is char[2], not an integer or pointer"
+    result = pslist(builder.memory(), layout, cr3=builder.cr3)
+    assert [e.process.pid for e in result] == [p.pid for p in planted]
+    assert [list(e.errors) for e in result if e.process.peb] == [
+        ["PEB at %#x: %s" % (p.peb, why)] for p in planted if p.peb]
