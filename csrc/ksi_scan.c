@@ -154,7 +154,8 @@ int ksi_scan(const uint8_t *buf, uint64_t length, uint64_t base, uint64_t start_
     }
     mask = spec->anchor_mask;
     value = spec->anchor_value;
-    anchor = buf + spec->anchor_offset;
+    /* An empty buffer may be NULL: no pointer arithmetic on it (end is 0). */
+    anchor = buf ? buf + spec->anchor_offset : NULL;
 
     while (pos < end) {
         if ((load_le32(anchor + pos) & mask) == value) {

@@ -54,6 +54,8 @@ HARNESSES = (
     ("fuzz_read_virtual", 45056),
     ("fuzz_phys", 45056),
     ("fuzz_live", 300),
+    ("fuzz_fields", 4096),
+    ("fuzz_scan", 8192),
 )
 
 SANITIZE = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",

@@ -213,8 +213,11 @@ def cmd_psscan(args, out: IO[str], errors=None) -> int:
     from ..errors import KsinspectError
     from ..windows.psscan import cross_reference, psscan
     from ..windows.pslist import kernel_space, pslist
+    if args.max_candidates < 1:
+        raise UsageError("argument --max-candidates: %d is not a positive number"
+                         % args.max_candidates)
     with open_image(args.image, registers=args.registers) as memory:
-        result = psscan(memory, layout)
+        result = psscan(memory, layout, max_candidates=args.max_candidates)
         why = None
         if not args.no_list:
             try:
@@ -282,4 +285,6 @@ def register_processes(sub, output) -> None:
     _image_options(p, "the kernel's page-table root, for the cross-reference with pslist")
     p.add_argument("--no-list", action="store_true",
                    help="do not walk the process list to cross-reference")
+    p.add_argument("--max-candidates", type=int, default=1 << 16, metavar="N",
+                   help="decode at most N candidates (default 65536)")
     p.set_defaults(func=cmd_psscan)

@@ -414,6 +414,90 @@ def load_layout(name_or_path: str, arch: Optional[str] = None) -> Layout:
                   layout.source, layout.structs, layout.path, note)
 
 
+def check_member_bounds(layout: Layout, source: str) -> Layout:
+    """The layout, once every member lies inside its structure.
+
+    A file given by the user may say anything; a member at a negative
+    offset, past 2^32, or ending past its structure's size would make every
+    read of it a quiet lie (bytes of the neighbouring memory), so it is
+    refused here. (The shipped layouts all pass; tests/test_windows_layout.py.)
+
+    Raises:
+        UnknownLayoutError: naming the file, the structure and the member.
+    """
+    for struct in layout.structs.values():
+        size = struct.size
+        if size is not None and (not isinstance(size, int) or not 0 <= size < 1 << 32):
+            raise UnknownLayoutError("%s: %s has size %r, not a byte count" % (
+                source, struct.name, size), requested=source)
+        for member in struct.fields.values():
+            width = _type_info(layout, member.type).size
+            where = "%s: %s.%s at offset %r" % (source, struct.name, member.name, member.offset)
+            if not 0 <= member.offset < 1 << 32:
+                raise UnknownLayoutError("%s is outside 0..2^32-1" % where, requested=source)
+            if size is not None and width is not None and member.offset + width > size:
+                raise UnknownLayoutError("%s (%d bytes) ends past the structure's size %#x" % (
+                    where, width, size), requested=source)
+            if member.is_bitfield and (
+                    not isinstance(member.bit_position, int) or member.bit_position < 0
+                    or not isinstance(member.bit_length, int) or member.bit_length < 1
+                    or (width is not None and member.bit_position + member.bit_length
+                        > 8 * width)):
+                raise UnknownLayoutError("%s: bits %r+%r do not fit its type %s" % (
+                    where, member.bit_position, member.bit_length, member.type),
+                    requested=source)
+    return layout
+
+
+def _kind_class(layout: Layout, type_name: str) -> str:
+    """What decoders rely on about a member's type: a number (integer, enum or
+    pointer: both read as integers), a float, bytes, an array, or which structure."""
+    kind = _type_info(layout, type_name).kind
+    if kind in (KIND_INT, KIND_POINTER):
+        return "an integer or pointer"
+    if kind == KIND_STRUCT:
+        return "structure " + type_name
+    return {KIND_FLOAT: "a float", KIND_CHARS: "a char array"}.get(kind, "an array")
+
+
+@lru_cache(maxsize=1)
+def _shipped_kinds() -> Mapping[Tuple[str, str], frozenset]:
+    """(structure, member) -> the kind classes the shipped layouts give it."""
+    kinds: Dict[Tuple[str, str], set] = {}
+    for name in _shipped_names():
+        layout = _load_shipped(name)
+        for struct in layout.structs.values():
+            for member in struct.fields.values():
+                kinds.setdefault((struct.name, member.name), set()).add(
+                    _kind_class(layout, member.type))
+    return {key: frozenset(value) for key, value in kinds.items()}
+
+
+def check_member_kinds(layout: Layout, source: str) -> Layout:
+    """The layout, once every member the shipped layouts also have is of the
+    same kind there (a number, bytes, an array, the same structure).
+
+    The decoders read those members as the Windows headers declare them; a
+    file that types _UNICODE_STRING.Length as a char array or _EPROCESS.Pcb
+    as an integer describes some other structure.
+
+    Raises:
+        UnknownLayoutError: naming the file, the member, its type and the expected kind.
+    """
+    shipped = _shipped_kinds()
+    for struct in layout.structs.values():
+        for member in struct.fields.values():
+            expected = shipped.get((struct.name, member.name))
+            if expected is None:
+                continue
+            got = _kind_class(layout, member.type)
+            if got not in expected:
+                raise UnknownLayoutError("%s: %s.%s is %s (%s); Windows declares %s" % (
+                    source, struct.name, member.name, member.type, got,
+                    " or ".join(sorted(expected))), requested=source)
+    return layout
+
+
 def _load_path(path: str) -> Layout:
     from .isf import open_json_document, layout_from_isf
 
@@ -423,8 +507,10 @@ def _load_path(path: str) -> Layout:
         if stem.endswith(suffix):
             stem = stem[:-len(suffix)]
     if isinstance(document, dict) and "user_types" in document:
-        return layout_from_isf(document, stem, path)
+        return check_member_kinds(check_member_bounds(layout_from_isf(document, stem, path),
+                                                      path), path)
     if isinstance(document, dict) and "structs" in document:
-        return layout_from_dict(document, stem, path)
+        return check_member_kinds(check_member_bounds(layout_from_dict(document, stem, path),
+                                                      path), path)
     raise UnknownLayoutError("%s is neither a ksinspect layout file nor a Volatility 3 ISF "
                              "(no 'structs' or 'user_types')" % path, requested=path)

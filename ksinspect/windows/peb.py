@@ -526,7 +526,7 @@ def read_environment(memory: Any, address: int, size: Optional[int] = None,
                 address, position, exc))
             break
         position += chunk
-        end = _double_nul(data)
+        end = _double_nul(data, max(0, len(data) - chunk - 4) & ~1)
         if end is not None:
             data = data[:end]
             ended = True
@@ -548,11 +548,17 @@ def read_environment(memory: Any, address: int, size: Optional[int] = None,
     return strings, findings
 
 
-def _double_nul(data: bytearray) -> Optional[int]:
-    """Offset just past the empty string that ends a block (two UTF-16 NULs), if present."""
-    for i in range(0, len(data) - 3, 2):
-        if data[i:i + 4] == b"\0\0\0\0":
+def _double_nul(data: bytearray, start: int = 0) -> Optional[int]:
+    """Offset just past the empty string that ends a block (two UTF-16 NULs), if present.
+
+    ``start`` (even): where a code-unit-aligned search may begin because the
+    bytes before it were searched already; the block is read page by page and
+    searching it all again each time was quadratic (17 s for 1 MiB)."""
+    i = data.find(b"\0\0\0\0", start)
+    while i != -1:
+        if i % 2 == 0:
             return i + 2
+        i = data.find(b"\0\0\0\0", i + 1)
     if len(data) >= 2 and data[:2] == b"\0\0":
         return 0
     return None

@@ -300,8 +300,9 @@ def kernel_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
                     "physical %#x" % system.physical)
         except KsinspectError:
             continue
-    raise DecodeError("no CR3: the image carries no CPU state and psscan found no usable "
-                      "System process (PID 4); give --cr3")
+    raise DecodeError("no CR3: %s carries no CPU state and psscan found no usable "
+                      "System process (PID 4); give --cr3" % (
+                          getattr(memory, "path", None) or "the image"))
 
 
 def pslist(memory: Any, layout: Layout, start: Optional[int] = None, cr3: Optional[int] = None,

@@ -40,6 +40,10 @@ KERNEL_MIN = {8: 0xFFFF800000000000, 4: 0x80000000}
 POINTER_MAX = {8: (1 << 64) - 1, 4: (1 << 32) - 1}
 POOL_ALIGN = {8: 16, 4: 8}
 MAXPHYADDR_LIMIT = (1 << 52) - 1
+# Candidates decoded at most (as pslist's MAX_PROCESSES): memory crafted to
+# repeat an EPROCESS would otherwise give one per copy (about 850 000 per GiB
+# of win7 x64 records, each decoded in Python).
+MAX_CANDIDATES = 1 << 16
 
 
 def _path_offset(layout: Layout, struct_name: str, *path: str) -> Tuple[int, str]:
@@ -117,13 +121,16 @@ def eprocess_constraints(layout: Layout) -> Tuple[ScanSpec, List[str]]:
 
 
 def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
-                progress: Optional[Callable[[float], None]] = None) -> Tuple[List[int], int]:
+                progress: Optional[Callable[[float], None]] = None,
+                max_hits: Optional[int] = None) -> Tuple[List[int], int]:
     """Physical addresses of every candidate in the image, and the anchor count.
 
     Runs are scanned in chunks that overlap by ``spec.size - 1`` bytes, so a
     structure across a chunk border is seen once; runs that are contiguous in
     physical memory are joined by a small copied window across the border.
-    Nothing is read into Python memory but those windows.
+    Nothing is read into Python memory but those windows. With ``max_hits``
+    the scan stops after the chunk in which that many candidates were found
+    (more may be returned: the caller cuts and says so).
     """
     if chunk < 4096:
         raise DecodeError("scan chunk %d is below 4096 bytes" % chunk)
@@ -149,6 +156,8 @@ def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
                 done += take
                 if progress is not None:
                     progress(done / total)
+                if max_hits is not None and len(found) >= max_hits:
+                    return found, anchors
             nxt = runs[i + 1] if i + 1 < len(runs) else None
             if nxt is not None and nxt.start == run.start + run.length and overlap:
                 tail = min(overlap, run.length)
@@ -271,7 +280,8 @@ def _available(memory: Any, pa: int, size: int) -> int:
 
 def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_CHUNK,
            progress: Optional[Callable[[float], None]] = None,
-           listed: Optional[Sequence[Process]] = None) -> ScanResult:
+           listed: Optional[Sequence[Process]] = None,
+           max_candidates: int = MAX_CANDIDATES) -> ScanResult:
     """Scan physical memory for ``_EPROCESS`` candidates and decode each.
 
     Args:
@@ -282,9 +292,18 @@ def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_
             :func:`cross_reference`).
         listed: processes from a list walk: hits are marked listed or not
             (matched by the physical address of the EPROCESS).
+        max_candidates: decode at most this many hits (the lowest physical
+            addresses); a finding says when the scan stopped there.
     """
+    if max_candidates < 1:
+        raise DecodeError("max_candidates %d is not a positive number" % max_candidates)
     spec, constraints = eprocess_constraints(layout)
-    addresses, anchors = scan_memory(memory, spec, chunk, progress)
+    addresses, anchors = scan_memory(memory, spec, chunk, progress, max_hits=max_candidates + 1)
+    capped = None
+    if len(addresses) > max_candidates:
+        capped = ("the scan stopped after %d candidates (max_candidates): candidates from "
+                  "physical %#x on are not listed" % (max_candidates, addresses[max_candidates]))
+        del addresses[max_candidates:]
     size = layout.sizeof("_EPROCESS")
     hits: List[ScanHit] = []
     for pa in addresses:
@@ -296,6 +315,8 @@ def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_
                 "only %d of the %d EPROCESS bytes are in the image" % (available, size),))
         hits.append(ScanHit(process))
     result = ScanResult(hits, constraints, anchors, layout.name)
+    if capped:
+        result.findings.append(capped)
     if space is not None or listed is not None:
         cross_reference(result, layout, space, listed)
     return result
@@ -327,5 +348,5 @@ def cross_reference(result: ScanResult, layout: Layout, space: Any = None,
     return result
 
 
-__all__ = ["DEFAULT_CHUNK", "ScanHit", "ScanResult", "cross_reference", "eprocess_constraints",
-           "psscan", "recover_address", "scan_memory"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CANDIDATES", "ScanHit", "ScanResult", "cross_reference",
+           "eprocess_constraints", "psscan", "recover_address", "scan_memory"]

@@ -112,6 +112,11 @@ def string_from_header(memory: Any, header: Struct, limit: int = MAX_STRING_BYTE
     length = header["Length"]
     maximum = header["MaximumLength"]
     buffer = header["Buffer"]
+    for member, value in (("Length", length), ("MaximumLength", maximum), ("Buffer", buffer)):
+        if not isinstance(value, int):      # a layout file that types it otherwise
+            raise DecodeError("layout %s: %s.%s is %s, not an integer or pointer" % (
+                header.layout.name, header.name, member,
+                header.layout.field(header.name, member).type))
     findings = []
     if length > maximum:
         findings.append("Length %#x exceeds MaximumLength %#x" % (length, maximum))

@@ -196,6 +196,79 @@ def decoder_corpora():
         data += struct.pack("<3Q", 0xD0402, 0xFFFF4FF1, 0x400)
         write("fuzz_debugreg", name, data)
 
+# --- Windows structures: fuzz_fields and fuzz_scan (layouts in the harness files) ---
+
+FIELDS_HEADER = 4 + 16 * 20 + 32 * 8
+SCAN_HEADER = 36 + 12 * 32
+FIELD_PATHS = ("Pcb.Header.Type", "Pcb.Header.Size", "Pcb.DirectoryTableBase",
+               "UniqueProcessId", "ActiveProcessLinks.Flink", "InheritedFromUniqueProcessId",
+               "Peb")
+
+
+def fields_input(specs, starts, buf, small_starts=False):
+    """One fuzz_fields input: specs (offset, size, flags, bit_position, bit_length)."""
+    assert len(specs) <= 16 and len(starts) <= 32
+    head = struct.pack("<BBBB", len(specs), len(starts), 1 if small_starts else 0, 0)
+    for i in range(16):
+        head += struct.pack("<5I", *(specs[i] if i < len(specs) else (0, 0, 0, 0, 0)))
+    head += b"".join(struct.pack("<Q", s) for s in list(starts) + [0] * (32 - len(starts)))
+    assert len(head) == FIELDS_HEADER
+    return head + buf
+
+
+def scan_input(spec, base, limit, buf, capacity=1, split=0):
+    """One fuzz_scan input from a ksinspect ScanSpec."""
+    checks = list(spec.checks)
+    assert len(checks) <= 12
+    head = struct.pack("<IHHIIBBHQQ", spec.size, spec.align, spec.anchor[0], spec.anchor[1],
+                       spec.anchor[2], len(checks), capacity - 1, split, base, limit)
+    for i in range(12):
+        head += struct.pack("<4IQQ", *(checks[i] if i < len(checks) else (0, 0, 0, 0, 0, 0)))
+    assert len(head) == SCAN_HEADER
+    return head + buf
+
+
+def windows_corpora():
+    """EPROCESS records planted by tests/eprocess_image_builder.py (offsets from
+    the layout JSON), read with the specs pslist uses and the scan psscan uses."""
+    from eprocess_image_builder import standard_image
+    from ksinspect.windows.fields import load_layout, resolve_field
+    from ksinspect.windows.psscan import eprocess_constraints
+    for layout_name in ("win7-sp1-7601.17514-x86", "win10-22h2-19045.2965-x64",
+                        "win10-22h2-19045.2965-x86"):
+        builder, procs = standard_image(layout_name, kernel_image=False)
+        layout = load_layout(layout_name)
+        size = layout.sizeof("_EPROCESS")
+        specs = []
+        for path in FIELD_PATHS:
+            r = resolve_field(layout, "_EPROCESS", path)
+            specs.append((r.offset, r.size, 1 if r.signed else 0, r.bit_position, r.bit_length))
+        dtb = specs[2]
+        specs.append((dtb[0], dtb[1], 0, 12, 8 * dtb[1] - 12))     # the DTB's frame number
+        specs.append((specs[3][0], specs[3][1], 1, 0, 0))          # the PID read signed
+        # One record, whole; the same record at starts that cut it short.
+        record = builder.read_pa(procs[1].eprocess_pa, size)
+        write("fuzz_fields", layout_name, fields_input(
+            specs, [0, size - 8, size // 2, 1 << 63, len(record) + 1], record))
+        # Several records in one window of pool memory (u16 starts).
+        first = min(p.eprocess_pa for p in procs)
+        window = builder.read_pa(first, min(3400, 4096 - FIELDS_HEADER))
+        starts = [p.eprocess_pa - first for p in procs if p.eprocess_pa - first < len(window)]
+        write("fuzz_fields", layout_name + "-window",
+              fields_input(specs, starts, window, small_starts=True))
+
+        spec, _ = eprocess_constraints(layout)
+        window = builder.read_pa(first, min(8192 - SCAN_HEADER, 2 * size + 0x100))
+        write("fuzz_scan", layout_name, scan_input(spec, first, 0xFFFFFFFFFFFFFFFF, window,
+                                                   capacity=1, split=size // 2))
+        # Pool-aligned base that is not the window's start, and a start limit.
+        write("fuzz_scan", layout_name + "-limited",
+              scan_input(spec, first + 8, size, window[8:], capacity=2, split=3))
+    # psscan's prefilter byte everywhere: every position passes the anchor.
+    spec, _ = eprocess_constraints(load_layout("win7-sp1-7601.17514-x86"))
+    write("fuzz_scan", "all-0x03", scan_input(spec, 0, 0xFFFFFFFFFFFFFFFF, b"\x03" * 4096,
+                                              capacity=4))
+
 
 def main():
     # Replace the seeds; keep the inputs that once broke something (regress-*).
@@ -205,6 +278,7 @@ def main():
                 os.remove(os.path.join(folder, f))
     walker_corpora()
     decoder_corpora()
+    windows_corpora()
     total = sum(len(files) for _, _, files in os.walk(CORPUS))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(CORPUS)
                for f in files)
