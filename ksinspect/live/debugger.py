@@ -486,6 +486,17 @@ class Tracee:
 
 # ------------------------------------------------------------------ debugger
 
+def _sigint_pending(tid: int) -> bool:
+    """SIGINT pending for the thread or its process (proc(5) SigPnd/ShdPnd)."""
+    bit = 1 << (signal.SIGINT - 1)
+    try:
+        with open("/proc/%d/status" % tid) as fh:
+            return any(line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit
+                       for line in fh)
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 _OPEN_SESSIONS: "weakref.WeakSet[Debugger]" = weakref.WeakSet()
 
 
@@ -1182,6 +1193,25 @@ class Debugger:
             return
         thread.pending_signal = sig
 
+    def _swallow_pending_sigint(self, thread: _Thread) -> None:
+        """A Ctrl-C sent to the whole process group may still be pending in
+        the program when we detach; it would then kill the program. Let the
+        thread take it as a signal-delivery stop (before it runs any user
+        code) and drop it, as _defer_signal does for one seen earlier."""
+        for _ in range(4):
+            if not _sigint_pending(thread.tid):
+                return
+            pt.cont(thread.tid, 0)
+            thread.stopped = False
+            _, status = os.waitpid(thread.tid, pt.WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._thread_gone(thread.tid, status)
+                return
+            thread.stopped = True
+            if (status >> 16) == 0 and os.WSTOPSIG(status) != signal.SIGINT:
+                thread.pending_signal = os.WSTOPSIG(status)   # delivered on detach
+                return
+
     def _stop_all(self) -> None:
         with _critical():
             for thread in list(self.tracee.threads.values()):
@@ -1243,6 +1273,9 @@ class Debugger:
             for thread in list(tracee.threads.values()):
                 if not thread.stopped:
                     continue
+                if tracee.started and not kill:
+                    attempt("a Ctrl-C still pending in thread %d" % thread.tid,
+                            lambda t=thread: self._swallow_pending_sigint(t))
                 sig = thread.pending_signal
                 if attempt("detaching thread %d" % thread.tid,
                            lambda t=thread, s=sig: pt.detach(t.tid, s)):
