@@ -612,7 +612,11 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
         ksi_phys_read(mem, t.pa, out + copied, (size_t)take, &got);
         copied += got;
         if (got < take) {
-            *failure = t;     /* mapped, but its memory is not in the image */
+            /* Mapped, but its memory is not in the image from the byte after
+               the last one copied: the same walk, at that byte. */
+            *failure = t;
+            failure->va = at + got;
+            failure->pa = t.pa + got;
             break;
         }
     }

@@ -162,7 +162,7 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
 
 /* Read n bytes of linear memory at va. Stops at the first byte that is not
    mapped or not in the image: *done bytes were copied and *failure holds
-   the walk of the page that failed (its reason is KSI_WALK_OK when the page
+   the walk of that byte, va + *done (its reason is KSI_WALK_OK when the page
    is mapped but its physical memory is not in the image). A range that
    runs past 2^64 - 1 gives KSI_ERR_OUT_OF_RANGE (it would wrap to 0). */
 int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,

@@ -83,3 +83,23 @@ def test_fuzz_each_harness_briefly(tmp_path):
                            str(seconds), "--build-dir", str(tmp_path)], capture_output=True,
                           text=True, timeout=120 + 3 * seconds * len(fuzz.HARNESSES))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_read_failure_is_the_walk_of_the_first_missing_byte():
+    # Found by fuzz_read_virtual: when a mapped page's memory ended inside the
+    # image, the failure described the page's first byte read, not the first
+    # missing one, and AddressSpace.read said "0x400010 maps physical 0x9000".
+    from ksinspect.memory import PhysicalMemory, Run
+    from ksinspect.paging import AddressSpace
+    b = PageTableBuilder("4level")
+    b.map(0x400000, 0x9000)
+    runs, buffer = [], b""
+    for pa, data in b.runs():
+        runs.append(Run(pa, len(data), len(buffer)))
+        buffer += data
+    runs.append(Run(0x9000, 0x10, len(buffer)))    # only 16 bytes of the page
+    buffer += b"A" * 0x10
+    space = AddressSpace(PhysicalMemory(buffer, runs, "raw"), cr3=b.cr3, mode="4level")
+    data, error = space.read_available(0x400000, 0x20)
+    assert data == b"A" * 0x10
+    assert error.address == 0x400010 and "maps physical 0x9010" in str(error)

@@ -59,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t b;
             size_t got;
             /* mapped, but its physical byte is missing */
+            FZ_CHECK(failure.pa == t.pa && failure.steps == t.steps);
             FZ_CHECK(ksi_phys_read(&img.phys, t.pa, &b, 1, &got) != KSI_OK);
         }
     }
