@@ -22,9 +22,7 @@ A run that takes longer than a few seconds counts as a hang.
 import gzip
 import io
 import lzma
-import signal
 import struct
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,30 +30,16 @@ from hypothesis import strategies as st
 
 from image_builder import (build_elf_core, build_lime, build_note, build_raw, lime_header,
                            qemu_cpu_state, qword_page)
+from hang_guard import deadline
 from ksinspect.cli import main
 from ksinspect.errors import ImageFormatError, KsinspectError, TruncatedDataError
 from ksinspect.memory import open_image
 from ksinspect.paging import AddressSpace, WalkLimitError
 
-HANG_SECONDS = 20
 P_RW = 0x3            # present, writable (SDM Table 4-15 and following)
 GDT_VA, IDT_VA = 0x5000, 0x6000
 LINUX_GDT = struct.pack("<8Q", 0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF,
                         0x00CFFB000000FFFF, 0x00CFF3000000FFFF, 0x00AFFB000000FFFF, 0)
-
-
-@contextmanager
-def deadline(seconds=HANG_SECONDS):
-    """Fail (instead of hanging the suite) when the body runs too long."""
-    def expired(_signum, _frame):
-        raise AssertionError("no answer after %d s: a hang" % seconds)
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # -- a good image, then broken copies of it -------------------------------------------------

@@ -27,18 +27,18 @@ traceback, never a hang (every case runs under a deadline).
 import io
 import json
 import os
-import signal
 import time
 import tracemalloc
-from contextlib import contextmanager, redirect_stderr
+from contextlib import redirect_stderr
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eprocess_image_builder import standard_image
+from hang_guard import deadline
 from ksinspect.cli import main
-from ksinspect.errors import (InvalidAddressError, KsinspectError, UnknownLayoutError)
+from ksinspect.errors import InvalidAddressError, UnknownLayoutError
 from ksinspect.memory import open_image
 from ksinspect.windows import load_layout
 from ksinspect.windows.layout import layout_from_dict
@@ -48,24 +48,9 @@ from ksinspect.windows.psscan import psscan
 from windows_image_builder import (build_process, counted, layout_json, offset, put,
                                    write_pointer)
 
-HANG_SECONDS = 20
 PEB_LAYOUT = "win10-22h2-19045.2965-x64"
 KERNEL_LAYOUT = "win7-sp1-7601.17514-x64"
 UNMAPPED = 0x00007FF0DEAD0000
-
-
-@contextmanager
-def deadline(seconds=HANG_SECONDS):
-    """Fail (instead of hanging the suite) when the body runs too long."""
-    def expired(_signum, _frame):
-        raise AssertionError("no answer after %d s: a hang" % seconds)
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run(*argv):

@@ -21,13 +21,12 @@ must then terminate with a valid result or the library's own error:
 Deadline: a case that runs past 20 s counts as a hang.
 """
 import random
-import signal
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from hang_guard import deadline
 from ksinspect.errors import DecodeError, InvalidAddressError, KsinspectError, WalkLimitError
 from ksinspect.memory import PhysicalMemory, Run
 from ksinspect.paging import AddressSpace
@@ -36,19 +35,6 @@ PAGE = 4096
 MODES = ("32", "pae", "4level", "5level")
 PAGE_SIZES = {"32": {4096, 4 << 20}, "pae": {4096, 2 << 20},
               "4level": {4096, 2 << 20, 1 << 30}, "5level": {4096, 2 << 20, 1 << 30}}
-
-
-@contextmanager
-def deadline(seconds=20):
-    def expired(_signum, _frame):
-        raise AssertionError("the walker did not finish in %d s" % seconds)
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class CallbackMemory:
