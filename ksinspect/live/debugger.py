@@ -486,6 +486,15 @@ class Tracee:
 
 # ------------------------------------------------------------------ debugger
 
+def _in_trace_stop(tid: int) -> bool:
+    """The thread sits in a ptrace-stop (state 't' in /proc/TID/stat, proc(5))."""
+    try:
+        with open("/proc/%d/stat" % tid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "t"
+    except (OSError, IndexError):
+        return False
+
+
 def _sigint_pending(tid: int) -> bool:
     """SIGINT pending for the thread or its process (proc(5) SigPnd/ShdPnd)."""
     bit = 1 << (signal.SIGINT - 1)
@@ -1129,17 +1138,29 @@ class Debugger:
         """Stop a running thread and wait for it (handling what it reports)."""
         if thread.stopped:
             return
+        was_listening, thread.listening = thread.listening, False
         pt.interrupt(thread.tid)
-        thread.listening = False
-        self._wait_stopped(thread)
+        self._wait_stopped(thread, was_listening)
 
-    def _wait_stopped(self, thread: _Thread) -> None:
+    def _wait_stopped(self, thread: _Thread, was_listening: bool = False) -> None:
         """Wait until a thread we interrupted reports a stop; a breakpoint
         trap or guard fault it was about to report is undone so that it
         repeats after we resume it (or after detaching, without breakpoints)."""
-        deadline = time.monotonic() + _STOP_WAIT
+        started = time.monotonic()
+        deadline = started + _STOP_WAIT
         while True:
             got, status = os.waitpid(thread.tid, os.WNOHANG | pt.WALL)
+            # After a grace period, and not for a thread that was in
+            # PTRACE_LISTEN (it reads 't' until our interrupt re-stops it).
+            if (not got and not was_listening and time.monotonic() - started > 0.5
+                    and _in_trace_stop(thread.tid)):
+                # It may have just stopped: take that status if there is one.
+                got, status = os.waitpid(thread.tid, os.WNOHANG | pt.WALL)
+                if not got:
+                    # In a ptrace-stop whose wait status was already taken (a
+                    # Ctrl-C landed between waitpid and our bookkeeping).
+                    thread.stopped = True
+                    return
             if not got:
                 if time.monotonic() > deadline:
                     raise PtraceError("thread %d did not stop within %.0f s" % (
@@ -1166,7 +1187,10 @@ class Debugger:
                     self._pending_new.add(new_tid)
             elif not event:
                 self._defer_signal(thread, sig)
-            # Another stop came first; the interrupt is still pending: go on.
+            # Another stop came first. Any ptrace-stop clears a pending
+            # INTERRUPT trap (kernel/signal.c ptrace_stop: "any trap clears
+            # pending STOP trap"), so ask again before letting it go on.
+            pt.interrupt(thread.tid)
             pt.cont(thread.tid, thread.pending_signal)
             thread.pending_signal = 0
             thread.stopped = False
