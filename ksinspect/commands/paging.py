@@ -228,6 +228,13 @@ def cmd_read(args, out: IO[str]) -> int:
     return 0
 
 
+def _add_max_entries(p) -> None:
+    """The walk's work cap, for the commands that enumerate (maps, ptov)."""
+    p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
+                   help="stop after reading N paging entries (default 2^%d)"
+                        % (DEFAULT_MAX_ENTRIES.bit_length() - 1))
+
+
 def _common(p) -> None:
     p.add_argument("image", metavar="IMAGE", help="memory image (raw, LiME, ELF core; .xz/.gz)")
     p.add_argument("--cr3", metavar="X", help="page-table root (default: the image's CR3)")
@@ -263,8 +270,7 @@ def register(sub, output) -> None:
                    help="contiguous: merge pages with contiguous physical addresses and equal "
                         "rights and page size (default); rights: merge on equal R/W and U/S "
                         "alone, as QEMU's `info mem`")
-    p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
-                   help="stop after reading N paging entries (default 2^27)")
+    _add_max_entries(p)
     p.add_argument("--max-ranges", type=int, default=MAX_LISTED_RANGES, metavar="N",
                    help="stop after listing N ranges (default %d; memory grows with it)"
                         % MAX_LISTED_RANGES)
@@ -274,8 +280,7 @@ def register(sub, output) -> None:
                        description="Every linear address that maps a physical address.")
     _common(p)
     p.add_argument("pa", metavar="PA")
-    p.add_argument("--max-entries", type=int, default=DEFAULT_MAX_ENTRIES, metavar="N",
-                   help="stop after reading N paging entries (default 2^27)")
+    _add_max_entries(p)
     p.add_argument("--max-aliases", type=int, default=DEFAULT_MAX_ALIASES, metavar="N",
                    help="stop after finding N linear addresses (default %d)"
                         % DEFAULT_MAX_ALIASES)
