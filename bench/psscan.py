@@ -29,7 +29,7 @@ import struct
 import sys
 import time
 
-from ksinspect._native_scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK
+from ksinspect._native.scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK
 from ksinspect.memory import open_image
 from ksinspect.windows import load_layout
 from ksinspect.windows.psscan import eprocess_constraints, scan_memory

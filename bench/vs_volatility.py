@@ -27,10 +27,8 @@ uses Intel32e with one more level (``Intel32eLA57`` below).
 
 The last line is exactly ``translate-vs-volatility=R1 mapping-vs-volatility=R2``.
 """
-import argparse
 import collections
 import os
-import random
 import re
 import resource
 import struct
@@ -39,78 +37,15 @@ import tempfile
 import time
 from array import array
 
-from ksinspect.errors import InvalidAddressError
 from ksinspect.memory import open_image
 from ksinspect.paging import AddressSpace
 
-try:
-    from volatility3.framework import contexts, exceptions, interfaces
-    from volatility3.framework.layers import intel
-except ImportError:  # pragma: no cover - depends on the machine
+from _peers import (VOLATILITY_LAYERS, draw_addresses, image_parser, open_memory,
+                    vol_exceptions, volatility_layer)
+
+if volatility_layer is None:  # pragma: no cover - depends on the machine
     sys.exit("this benchmark needs Volatility 3: pip install volatility3")
-
-
-# --- Volatility over ksinspect's physical memory -------------------------------------------
-
-class KsinspectPhysicalLayer(interfaces.layers.DataLayerInterface):
-    """A Volatility data layer reading a ksinspect PhysicalMemory (same bytes, same runs)."""
-
-    def __init__(self, context, config_path, name, memory, metadata=None):
-        super().__init__(context, config_path, name, metadata)
-        self._memory = memory
-        self._maximum = max((r.start + r.length for r in memory.runs), default=1) - 1
-
-    @property
-    def maximum_address(self):
-        return self._maximum
-
-    @property
-    def minimum_address(self):
-        return 0
-
-    def is_valid(self, offset, length=1):
-        return self._memory.contains(offset, length)
-
-    def read(self, offset, length, pad=False):
-        try:
-            return self._memory.read(offset, length)
-        except InvalidAddressError:
-            if pad:
-                return b"\0" * length
-            raise exceptions.InvalidAddressException(self.name, offset,
-                                                     "not in the image") from None
-
-    def write(self, offset, data):
-        raise NotImplementedError("read-only")
-
-    @property
-    def dependencies(self):
-        return []
-
-    @classmethod
-    def get_requirements(cls):
-        return []
-
-
-class Intel32eLA57(intel.Intel32e):
-    """Volatility's Intel32e with a fifth level (it ships none for LA57)."""
-
-    _maxvirtaddr = 57
-    _structure = [("page map layer 5", 9, False)] + intel.Intel32e._structure
-
-
-VOLATILITY_LAYERS = {"32": intel.Intel, "pae": intel.IntelPAE, "4level": intel.Intel32e,
-                     "5level": Intel32eLA57}
-
-
-def volatility_layer(memory, space):
-    context = contexts.Context()
-    context.layers.add_layer(KsinspectPhysicalLayer(context, "phys", "phys", memory))
-    context.config["virt.memory_layer"] = "phys"
-    context.config["virt.page_map_offset"] = space.root
-    layer = VOLATILITY_LAYERS[space.mode.value](context, "virt", "virt")
-    context.layers.add_layer(layer)
-    return layer
+exceptions = vol_exceptions
 
 
 # --- measurements -----------------------------------------------------------------------------
@@ -143,16 +78,6 @@ def rss():
 
 def mib(n):
     return "%.1f MiB" % (n / (1 << 20))
-
-
-def draw_addresses(maps, count, seed):
-    rng = random.Random(seed)
-    cumulative, total = [], 0
-    for m in maps:
-        total += m.size
-        cumulative.append(total)
-    picks = rng.choices(maps, cum_weights=cumulative, k=count)
-    return array("Q", (m.start + rng.randrange(m.size) for m in picks))
 
 
 def time_ksinspect_translate(space, vas, repeat):
@@ -311,11 +236,7 @@ def measure_memory(memory, space, label):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("image")
-    parser.add_argument("--cr3", type=lambda s: int(s, 16))
-    parser.add_argument("--mode", choices=("32", "pae", "4level", "5level"))
-    parser.add_argument("--registers")
+    parser = image_parser(__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
@@ -323,7 +244,7 @@ def main(argv=None):
                         help="also measure peak RSS on an N GiB synthetic image")
     args = parser.parse_args(argv)
 
-    memory = open_image(args.image, registers=args.registers)
+    memory = open_memory(args)
     space = AddressSpace(memory, cr3=args.cr3, mode=args.mode)
     print("image %s: %s, %s in %d runs; %s paging, CR3 %#x" % (
         args.image, memory.format, mib(memory.size), len(memory.runs), space.mode.value,
@@ -404,7 +325,7 @@ def main(argv=None):
 
     # -- translation ---------------------------------------------------------------------
     print("\n[translate %d random mapped addresses]" % args.count)
-    vas = draw_addresses(maps, args.count, args.seed)
+    vas = array("Q", draw_addresses(maps, args.count, args.seed))
     ks_time, batch = time_ksinspect_translate(space, vas, args.repeat)
     vol_time, vol_pas, vol_errors = time_volatility_translate(layer, vas)
     ours_pas = batch.pas()

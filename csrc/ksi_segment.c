@@ -198,12 +198,21 @@ static void decode_into(uint64_t lo, uint64_t hi, int have_hi, int mode, ksi_des
         if (have_hi) {
             d->raw_hi = hi;
             d->flags |= KSI_DF_HAS_UPPER;
-            /* Upper dword: bits 12:8 must be 0 so that the upper half can
-               never pass for a valid descriptor; the rest is reserved. */
-            if (bits(hi, 40, 5))
-                d->anomalies |= KSI_DA_UPPER_TYPE_NONZERO;
-            if (bits(hi, 32, 8) || bits(hi, 45, 19))
-                d->anomalies |= KSI_DA_UPPER_RESERVED;
+            if (d->kind == KSI_KIND_INTERRUPT_GATE || d->kind == KSI_KIND_TRAP_GATE) {
+                /* SDM vol. 3A Figure 6-8: the whole upper dword of a 64-bit
+                   IDT gate is reserved; it has no type field. */
+                if (bits(hi, 32, 32))
+                    d->anomalies |= KSI_DA_UPPER_RESERVED;
+            } else {
+                /* Figures 5-9 (call gate) and 7-4 (TSS, LDT): bits 12:8 of
+                   the upper dword are a type field of 0, so the upper half
+                   can never pass for a valid descriptor; the rest is
+                   reserved. */
+                if (bits(hi, 40, 5))
+                    d->anomalies |= KSI_DA_UPPER_TYPE_NONZERO;
+                if (bits(hi, 32, 8) || bits(hi, 45, 19))
+                    d->anomalies |= KSI_DA_UPPER_RESERVED;
+            }
         } else {
             d->anomalies |= KSI_DA_UPPER_MISSING;
         }

@@ -59,7 +59,7 @@ enum ksi_descriptor_anomaly {
     KSI_DA_RESERVED_TYPE = 1,          /* system type reserved in this mode */
     KSI_DA_L_AND_D = 2,                /* code segment with L=1 and D=1 (reserved) */
     KSI_DA_NONCANONICAL_OFFSET = 4,    /* long-mode gate target not canonical */
-    KSI_DA_UPPER_TYPE_NONZERO = 8,     /* bits 12:8 of the upper dword not zero */
+    KSI_DA_UPPER_TYPE_NONZERO = 8,     /* call gate, TSS, LDT: upper dword bits 12:8 not 0 */
     KSI_DA_UPPER_MISSING = 16,         /* 16-byte descriptor cut off after 8 bytes */
     KSI_DA_NONCANONICAL_BASE = 32,     /* long-mode LDT/TSS base not canonical */
     KSI_DA_GATE_RESERVED_BITS = 64,    /* must-be-zero bits of a gate are set */

@@ -43,6 +43,24 @@ static const mode_info *mode_of(int mode)
     return &MODES[mode];
 }
 
+int ksi_paging_geometry_of(int mode, ksi_paging_geometry *out)
+{
+    const mode_info *mi = mode_of(mode);
+    if (!mi)
+        return KSI_ERR_BAD_MODE;
+    if (!out)
+        return KSI_ERR_NULL_POINTER;
+    out->levels = (uint32_t)mi->levels;
+    out->entry_size = mi->width;
+    out->va_bits = mi->va_bits;
+    out->canonical = (uint32_t)mi->canonical;
+    for (int level = 0; level < 6; level++) {
+        out->shift[level] = mi->shift[level];
+        out->entries[level] = mi->entries[level];
+    }
+    return KSI_OK;
+}
+
 static int check_config(const ksi_paging_config *cfg)
 {
     if (cfg->maxphyaddr && (cfg->maxphyaddr < 32 || cfg->maxphyaddr > 52))
@@ -244,7 +262,13 @@ typedef struct {
 
 /* What a walk found at one level, for the linear addresses that share
    va >> shift[level] (they read the same entries down to this level).
-   Within one call the memory does not change, so this is exact. */
+   Within one call the memory does not change, so this is exact. Each level
+   keeps MEMO_SLOTS such prefixes, direct-mapped: random addresses that
+   alternate between regions (the direct map, espfix, vmemmap) still find
+   their upper levels (one slot per level made a random batch 3x slower
+   than a sorted one). */
+#define MEMO_SLOT_BITS 6
+#define MEMO_SLOTS (1u << MEMO_SLOT_BITS)
 enum { MEMO_EMPTY = 0, MEMO_TABLE = 1, MEMO_LEAF = 2, MEMO_STOP = 3, MEMO_UNREAD = 4 };
 
 typedef struct {
@@ -273,7 +297,7 @@ typedef struct {
     long hint;
     ksi_pte scratch;
     decode_slot cache[6][DECODE_SLOTS];
-    level_memo memo[6];
+    level_memo memo[6][MEMO_SLOTS];
 } walker;
 
 static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
@@ -370,14 +394,22 @@ static uint32_t fold_rights(uint32_t rights, const ksi_pte *e, int mode, int lev
     return rights;
 }
 
+static unsigned memo_slot(uint64_t prefix)
+{
+    /* Consecutive prefixes get distinct slots. */
+    return (unsigned)((prefix ^ (prefix >> MEMO_SLOT_BITS) ^ (prefix >> (2 * MEMO_SLOT_BITS)))
+                      & (MEMO_SLOTS - 1));
+}
+
 static void memo_set(walker *w, int level, uint64_t va, uint32_t kind, uint64_t index,
                      uint64_t address, uint64_t value, uint64_t frame, uint64_t page_size,
                      uint32_t rights, uint32_t anomalies, uint32_t reason, int fail_level)
 {
-    level_memo *m = &w->memo[level];
+    uint64_t prefix = va >> w->mi->shift[level];
+    level_memo *m = &w->memo[level][memo_slot(prefix)];
     if (!w->cached)
         return;
-    m->prefix = va >> w->mi->shift[level];
+    m->prefix = prefix;
     m->kind = kind;
     m->index = (uint16_t)index;
     m->address = address;
@@ -419,8 +451,9 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
     /* Replay the levels an earlier address of this call shares. */
     if (w->cached) {
         for (; level >= 1; level--) {
-            const level_memo *m = &w->memo[level];
-            if (m->kind == MEMO_EMPTY || m->prefix != va >> mi->shift[level])
+            uint64_t prefix = va >> mi->shift[level];
+            const level_memo *m = &w->memo[level][memo_slot(prefix)];
+            if (m->kind == MEMO_EMPTY || m->prefix != prefix)
                 break;
             if (m->kind == MEMO_UNREAD) {
                 t->reason = m->reason;
@@ -533,14 +566,34 @@ int ksi_translate(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_
     return translate_one(&w, va, result, 1);
 }
 
+/* log2 of a page size (4 KiB, 2 MiB, 4 MiB or 1 GiB); 0 for 0. */
 static unsigned page_shift(uint64_t size)
 {
-    unsigned shift = 12;
-    if (size == 0)
-        return 0;
-    while (shift < 63 && BIT(shift) < size)
-        shift++;
-    return shift;
+    switch (size) {
+    case 0: return 0;
+    case BIT(12): return 12;
+    case BIT(21): return 21;
+    case BIT(22): return 22;
+    case BIT(30): return 30;
+    default: {
+        unsigned shift = 12;
+        while (shift < 63 && BIT(shift) < size)
+            shift++;
+        return shift;
+    }
+    }
+}
+
+static void brief_of(const ksi_translation *t, ksi_translation_brief *b)
+{
+    b->pa = t->pa;
+    b->leaf = t->steps ? t->entry_value[t->steps - 1] : 0;
+    b->rights = (uint8_t)t->rights;
+    b->reason = (uint8_t)t->reason;
+    b->fail_level = t->fail_level;
+    b->page_shift = (uint8_t)page_shift(t->page_size);
+    b->anomalies = (uint8_t)t->anomalies;
+    b->reserved[0] = b->reserved[1] = b->reserved[2] = 0;
 }
 
 int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
@@ -561,17 +614,81 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
         rc = translate_one(&w, vas[i], t, full != NULL);
         if (rc != KSI_OK)
             return rc;
-        if (brief) {
-            ksi_translation_brief *b = &brief[i];
-            b->pa = t->pa;
-            b->leaf = t->steps ? t->entry_value[t->steps - 1] : 0;
-            b->rights = (uint8_t)t->rights;
-            b->reason = (uint8_t)t->reason;
-            b->fail_level = t->fail_level;
-            b->page_shift = (uint8_t)page_shift(t->page_size);
-            b->anomalies = (uint8_t)t->anomalies;
-            b->reserved[0] = b->reserved[1] = b->reserved[2] = 0;
-        }
+        if (brief)
+            brief_of(t, &brief[i]);
+    }
+    return KSI_OK;
+}
+
+int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                      const uint64_t *vas, size_t count, uint64_t *pas, uint64_t unmapped)
+{
+    walker w;
+    ksi_translation t;
+    int rc = check_walk_args(mem, mode, cfg);
+
+    if (rc != KSI_OK)
+        return rc;
+    if (count && (!vas || !pas))
+        return KSI_ERR_NULL_POINTER;
+    walker_init(&w, mem, cr3, mode, cfg, count > 8);
+    for (size_t i = 0; i < count; i++) {
+        /* vas and pas may be the same array: read before writing. */
+        rc = translate_one(&w, vas[i], &t, 0);
+        if (rc != KSI_OK)
+            return rc;
+        pas[i] = t.reason == KSI_WALK_OK ? t.pa : unmapped;
+    }
+    return KSI_OK;
+}
+
+uint64_t ksi_translate_packed(const ksi_phys *mem, uint64_t cr3, int mode,
+                              const ksi_paging_config *cfg, uint64_t va)
+{
+    walker w;
+    ksi_translation t;
+    uint64_t code = 0;
+
+    if (check_walk_args(mem, mode, cfg) != KSI_OK)
+        return KSI_PACKED_ERROR;
+    walker_init(&w, mem, cr3, mode, cfg, 0);
+    if (translate_one(&w, va, &t, 0) != KSI_OK)
+        return KSI_PACKED_ERROR;
+    switch (t.page_size) {
+    case BIT(21): code = 1; break;
+    case BIT(22): code = 2; break;
+    case BIT(30): code = 3; break;
+    default: code = 0; break;
+    }
+    if (t.reason != KSI_WALK_OK)
+        return (uint64_t)(t.reason & 7) << 9 | (uint64_t)(t.anomalies & 15) << 5
+               | (uint64_t)(t.fail_level & 7) << 52;
+    return (t.pa & 0x000FFFFFFFFFF000ULL) | code | (uint64_t)(t.rights & 7) << 2
+           | (uint64_t)(t.anomalies & 15) << 5;
+}
+
+int ksi_translate_page(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                       uint64_t va, ksi_translation_brief *out, uint64_t *base_offset)
+{
+    walker w;
+    ksi_translation t;
+    const uint8_t *page;
+    int rc = check_walk_args(mem, mode, cfg);
+
+    if (rc != KSI_OK)
+        return rc;
+    if (!out || !base_offset)
+        return KSI_ERR_NULL_POINTER;
+    walker_init(&w, mem, cr3, mode, cfg, 0);
+    rc = translate_one(&w, va, &t, 0);
+    if (rc != KSI_OK)
+        return rc;
+    brief_of(&t, out);
+    *base_offset = UINT64_MAX;
+    if (t.reason == KSI_WALK_OK) {
+        page = direct(mem, t.pa & ~(uint64_t)4095, 4096, &w.hint);
+        if (page)
+            *base_offset = (uint64_t)(page - mem->base);
     }
     return KSI_OK;
 }

@@ -140,6 +140,20 @@ enum ksi_cursor_state {
     KSI_CS_CAPPED = 16        /* the last call stopped at max_entries */
 };
 
+/* A paging mode's shape as the walker uses it: the C side's own table
+   (ksinspect/x86/modes.py is the Python one; a test checks they agree). */
+typedef struct {
+    uint32_t levels;
+    uint32_t entry_size;      /* bytes */
+    uint32_t va_bits;         /* linear-address width */
+    uint32_t canonical;       /* 1: IA-32e, addresses sign-extended from bit va_bits-1 */
+    uint32_t shift[6];        /* [level]: lowest linear-address bit it indexes (0: none) */
+    uint32_t entries[6];      /* [level]: entries in a table at that level */
+} ksi_paging_geometry;
+
+/* Fill *out for a mode; KSI_ERR_BAD_MODE for an unknown one. */
+int ksi_paging_geometry_of(int mode, ksi_paging_geometry *out);
+
 /* KSI_OK when the run table is sorted, disjoint and inside the image. */
 int ksi_phys_validate(const ksi_phys *mem);
 
@@ -159,6 +173,30 @@ int ksi_translate(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_
 int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
                        const ksi_paging_config *cfg, const uint64_t *vas, size_t count,
                        ksi_translation *full, ksi_translation_brief *brief);
+
+/* Translate count addresses to bare physical addresses: pas[i] is the
+   physical address of vas[i], or `unmapped` when it is not mapped (for any
+   reason). vas and pas may be the same array (translated in place). */
+int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                      const uint64_t *vas, size_t count, uint64_t *pas, uint64_t unmapped);
+
+/* One uncached walk packed into the return value, for callers that want
+   no output struct (one call per address from Python):
+     bits 51:12  the 4 KiB frame of the physical address (when mapped)
+     bits 1:0    the page size: 0 4 KiB, 1 2 MiB, 2 4 MiB, 3 1 GiB
+     bits 4:2    enum ksi_walk_right bits     bits 8:5  anomaly bits 3:0
+     bits 11:9   enum ksi_walk_reason         bits 54:52 fail_level
+   KSI_PACKED_ERROR for a bad mode, configuration or NULL pointer. */
+#define KSI_PACKED_ERROR 0xFFFFFFFFFFFFFFFFULL
+uint64_t ksi_translate_packed(const ksi_phys *mem, uint64_t cr3, int mode,
+                              const ksi_paging_config *cfg, uint64_t va);
+
+/* One uncached walk, for callers that remember translations by 4 KiB page:
+   the brief walk into *out and, in *base_offset, where the 4 KiB-aligned
+   physical page holding pa lies in mem->base when all of it lies in one run
+   inside the image (UINT64_MAX otherwise, and when not mapped). */
+int ksi_translate_page(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_config *cfg,
+                       uint64_t va, ksi_translation_brief *out, uint64_t *base_offset);
 
 /* Read n bytes of linear memory at va. Stops at the first byte that is not
    mapped or not in the image: *done bytes were copied and *failure holds

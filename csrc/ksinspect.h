@@ -10,5 +10,9 @@
 #include "ksi_walk.h"
 #include "ksi_scan.h"
 #include "ksi_fields.h"
+#include "ksi_control.h"
+#include "ksi_cpu_probe.h"
+#include "ksi_kdump.h"
+#include "ksi_pagecache.h"
 
 #endif

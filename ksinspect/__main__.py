@@ -1,6 +1,6 @@
 """``python -m ksinspect`` runs the command-line tool."""
 import sys
 
-from .cli import main
+from ._entry import main
 
 sys.exit(main())

@@ -41,9 +41,34 @@ class BuildMismatchError(KsinspectError, ImportError):
 class LiveOSError(KsinspectError, OSError):
     """A system call made to inspect the live machine failed; ``errno`` says why."""
 
+    def __str__(self) -> str:
+        # The sentence alone: "[Errno 3] ..." says nothing more to a user.
+        return self.strerror or super().__str__()
+
 
 class ImageFormatError(KsinspectError, ValueError):
     """A memory image is not in a format ksinspect reads, or its headers are broken."""
+
+
+class MinidumpFormatError(ImageFormatError):
+    """A Windows minidump's header, directory or a stream is broken or does not fit the file."""
+
+
+class KdumpFormatError(ImageFormatError):
+    """A compressed kdump (diskdump / flattened makedumpfile) is broken or does not fit the file."""
+
+
+class MissingDecompressorError(KdumpFormatError):
+    """The dump's pages use a compression whose decompressor is not installed here.
+
+    Attributes:
+        compression: ``"snappy"``, ``"zstd"``...; ``package``: what to install.
+    """
+
+    def __init__(self, message: str, compression: str = "", package: str = ""):
+        super().__init__(message)
+        self.compression = compression
+        self.package = package
 
 
 class InvalidAddressError(KsinspectError, LookupError):
@@ -157,6 +182,17 @@ class TableNotFoundError(KsinspectError, LookupError):
     """A descriptor table cannot be located in an image: no CPU state to give
     GDTR / IDTR, or LDTR holding the null selector or selecting something that
     is not an LDT descriptor."""
+
+
+class NoCpuStateError(DecodeError):
+    """The image carries no CPU state, and the caller did not give what it
+    would have supplied. ``missing`` names those values, as the keywords of
+    ``AddressSpace`` (``"cr3"``, ``"mode"``), so a front end can name its
+    own options for them without reading the message."""
+
+    def __init__(self, message: str, missing=()):
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 class WalkLimitError(KsinspectError, RuntimeError):

@@ -17,47 +17,76 @@ Rules: Intel SDM vol. 3A §4.3 (32-bit paging, PSE, PSE-36), §4.4 (PAE),
 R/W and U/S are AND-ed over the levels, XD is OR-ed; CR0.WP decides whether
 supervisor writes obey R/W) and §4.7 (reserved bits make the walk fault).
 """
+import enum
+import mmap
+from array import array
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
-from . import _native_walk as _w
-from ._native import PAGING_OPTION_NXE as _NXE
-from ._native import PAGING_OPTION_PSE as _PSE
-from ._native import PAGING_OPTION_WP as _WP
-from .errors import DecodeError, InvalidAddressError, WalkLimitError
-from .x86._batch import DecodedBatch
-from .x86._bits import flag_names
-from .x86.paging_entry import (LEVEL_NAMES, PAT_DEFAULT, PagingEntry, PagingMode, PteAnomaly,
-                               _MODE_CODE, paging_mode)
+from ._native import walk as _w
+from ._native.paging import PAGING_OPTION_NXE as _NXE
+from ._native.paging import PAGING_OPTION_PSE as _PSE
+from ._native.paging import PAGING_OPTION_WP as _WP
+from ._native.paging import PAGING_MODES
+from .errors import DecodeError, InvalidAddressError, NoCpuStateError, WalkLimitError
+from .views.html import translation_html
+from .views.walk_svg import walk_svg
+from .x86 import DecodedBatch, flag_names
+from .modes import LEVEL_NAMES, MAXPHYADDR_RANGE, PagingMode, size_text
+from .x86.paging_entry import PAT_DEFAULT, PagingEntry, PteAnomaly, paging_mode
 
 __all__ = ["AddressSpace", "Alias", "Mapping", "MappingStream", "MappingTable", "Translation",
-           "TranslationBatch", "WalkLimitError", "WalkStep", "DEFAULT_MAX_ENTRIES",
-           "DEFAULT_MAX_RANGES", "DEFAULT_MAX_ALIASES"]
+           "TranslationBatch", "WalkLimitError", "WalkReason", "WalkStep", "DEFAULT_MAX_ENTRIES",
+           "DEFAULT_MAX_RANGES", "DEFAULT_MAX_ALIASES", "UNMAPPED"]
 
 # Entries an enumeration may read before it stops: the walk of the shipped
 # Linux 6.1 guest reads 1.1 million; a process with 100 GiB resident in 4 KiB
 # pages needs about 25 million. Tables that map themselves everywhere reach
 # the cap in about 5 s (2^30 took 40 s on the CI machine).
 DEFAULT_MAX_ENTRIES = 1 << 27
+# One read holds its bytes in memory; a C output array holds chunk rows of
+# 40 bytes: sizes past these are bugs or hostile, refused before allocating.
+MAX_VIRTUAL_READ = 1 << 30
+MAX_CHUNK = 1 << 22
 # Results a gathering call may hold (memory stays bounded whatever the tables
 # say: every entry read can add a range). A real Linux 6.1 guest has 65,774
 # ranges; one physical page has a handful of aliases.
 DEFAULT_MAX_RANGES = 1 << 22
 DEFAULT_MAX_ALIASES = 1 << 17
+# 4 KiB pages an AddressSpace remembers translations of (about 100 bytes
+# each); when full it starts again. The walk is pure over an image, so a
+# remembered page is exact for the life of the space.
+PAGE_CACHE_PAGES = 1 << 17
+# What physical_addresses() writes for an address that is not mapped.
+UNMAPPED = (1 << 64) - 1
 CR0_WP = 1 << 16
 
-# Lowest linear-address bit each level indexes, and how many bits (§4.3-4.5).
-_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
-_BITS = {
-    PagingMode.BITS32: {2: (22, 10), 1: (12, 10)},
-    PagingMode.PAE: {3: (30, 2), 2: (21, 9), 1: (12, 9)},
-    PagingMode.LEVEL4: {lv: (_SHIFT[lv], 9) for lv in range(1, 5)},
-    PagingMode.LEVEL5: {lv: (_SHIFT[lv], 9) for lv in range(1, 6)},
-}
-_VA_BITS = {PagingMode.BITS32: 32, PagingMode.PAE: 32, PagingMode.LEVEL4: 48,
-            PagingMode.LEVEL5: 57}
-_TABLE_NAMES = {"PML5E": "PML5 table", "PML4E": "PML4 table", "PDPTE": "page-directory-pointer "
-                "table", "PDE": "page directory", "PTE": "page table"}
+
+class WalkReason(str, enum.Enum):
+    """Why a walk stopped (``Translation.reason``); the values are the C core's
+    phrases, so a reason compares equal to its text (``"not present"``)."""
+
+    MAPPED = _w.REASON_TEXT[_w.REASON_OK]
+    NOT_PRESENT = _w.REASON_TEXT[_w.REASON_NOT_PRESENT]
+    NOT_IN_IMAGE = _w.REASON_TEXT[_w.REASON_NOT_IN_IMAGE]
+    RESERVED = _w.REASON_TEXT[_w.REASON_RESERVED]
+    NON_CANONICAL = _w.REASON_TEXT[_w.REASON_NON_CANONICAL]
+    TOO_WIDE = _w.REASON_TEXT[_w.REASON_TOO_WIDE]
+
+    __str__ = str.__str__
+
+    @property
+    def invalid_address(self) -> bool:
+        """The address itself cannot be translated in this mode (not canonical,
+        or above 4 GiB in a 32-bit mode): no table was read."""
+        return self in (WalkReason.NON_CANONICAL, WalkReason.TOO_WIDE)
+
+
+_REASONS = {code: WalkReason(text) for code, text in _w.REASON_TEXT.items()}
+# Reasons whose fail_level names the level where the walk stopped.
+_LEVELLED = (_w.REASON_NOT_PRESENT, _w.REASON_NOT_IN_IMAGE, _w.REASON_RESERVED)
 
 _T = {name: i for i, name in enumerate(_w.TRANSLATION_FIELDS)}
 _T_ADDR = [_T["entry_address[%d]" % i] for i in range(5)]
@@ -66,14 +95,28 @@ _T_INDEX = [_T["index[%d]" % i] for i in range(5)]
 _T_VA, _T_PA, _T_SIZE = _T["va"], _T["pa"], _T["page_size"]
 _T_REASON, _T_RIGHTS, _T_ANOM = _T["reason"], _T["rights"], _T["anomalies"]
 _T_STEPS, _T_FAIL = _T["steps"], _T["fail_level"]
+_P = {name: i for i, name in enumerate(_w.BRIEF_FIELDS + ("base_offset",))}
+_P_PA, _P_OFFSET, _P_REASON = _P["pa"], _P["base_offset"], _P["reason"]
+_P_SHIFT, _P_RIGHTS, _P_ANOM = _P["page_shift"], _P["rights"], _P["anomalies"]
 _M = {name: i for i, name in enumerate(_w.MAPPING_FIELDS)}
+_W, _U, _X = _w.RIGHT_WRITABLE, _w.RIGHT_USER, _w.RIGHT_NX
+
+# A remembered 4 KiB page is one int, the C core's packed walk
+# (ksi_translate_packed): bits 51:12 its physical address, 1:0 the page size
+# (_PG_SIZES), 4:2 the rights, 8:5 the anomalies, 11:9 the reason (0 when
+# mapped); and from bit 64 up where the page lies in the image buffer:
+# 0 not known yet, 1 not wholly in it (read through C), else offset + 2.
+_PG_FRAME = 0x000F_FFFF_FFFF_F000
+_PG_SIZES = (1 << 12, 1 << 21, 1 << 22, 1 << 30)
+_PG_CODE = {size: code for code, size in enumerate(_PG_SIZES)}
+_PG_SHIFT_CODE = [_PG_CODE.get(1 << shift, 0) for shift in range(64)]
+_REASON_OK = _w.REASON_OK
+_PK_REASON = 7 << 9
 
 
-def _size_text(size: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << shift and size % (1 << shift) == 0:
-            return "%d %s" % (size >> shift, unit)
-    return "%d B" % size
+def _page_record(pa: int, page_size: int, rights: int, anomalies: int, offset: int) -> int:
+    return ((pa & _PG_FRAME) | _PG_CODE[page_size] | rights << 2 | (anomalies & 15) << 5
+            | (offset + 2 if offset >= 0 else 1) << 64)
 
 
 def _rights_text(writable: bool, user: bool, nx: bool) -> str:
@@ -101,64 +144,166 @@ class WalkStep:
         return "%s[%d] at %#x = %#x: %s" % (self.name, self.index, self.address, self.value,
                                             self.entry)
 
+    def __repr__(self) -> str:
+        return "WalkStep(%s[%d] at %#x = %#x)" % (self.name, self.index, self.address,
+                                                  self.value)
 
-@dataclass(frozen=True)
-class Translation:
+
+_tuple_new = tuple.__new__
+
+
+class Translation(tuple):
     """The walk of one linear address (SDM vol. 3A §4.3-4.6).
 
     ``pa`` is None when the address is not mapped; then ``error`` says why
-    and at which level (``level``; 0 for the table CR3 names), and the
-    rights and page size are None. ``writable``, ``user`` and ``nx`` are the
-    effective rights, combined across the levels as the processor combines
-    them; ``writable`` is what user-mode writes obey, and
-    :attr:`supervisor_writable` applies CR0.WP.
+    and ``reason`` names it (a :class:`WalkReason`), ``level`` is where the
+    walk stopped (0 for the table CR3 names), and the rights and page size
+    are None. ``writable``, ``user`` and ``nx`` are the effective rights,
+    combined across the levels as the processor combines them; ``writable``
+    is what user-mode writes obey, and :attr:`supervisor_writable` applies
+    CR0.WP.
+
+    Built cheaply, from the 4 KiB page the space remembers: ``va`` and ``pa``
+    are stored, the rest is read from that page, and the walk path (every
+    entry, decoded) is computed each time it is asked for (the walk is pure).
     """
 
-    va: int
-    pa: Optional[int]
-    page_size: Optional[int]
-    writable: Optional[bool]
-    user: Optional[bool]
-    nx: Optional[bool]
-    path: Tuple[WalkStep, ...]
-    error: Optional[str]
-    reason: str
-    level: Optional[int]
-    anomalies: PteAnomaly
-    mode: PagingMode
-    wp: bool = True
-    cr3: Optional[int] = None
+    __slots__ = ()
+
+    def __new__(cls, space: "AddressSpace", va: int, page: Optional[int],
+                walk: Optional[tuple] = None) -> "Translation":
+        pa = None if page is None else (page & _PG_FRAME) | (va & 0xFFF)
+        return _tuple_new(cls, (va, pa, page, space, walk))
+
+    va = property(itemgetter(0), doc="the linear address")
+    pa = property(itemgetter(1), doc="its physical address; None when not mapped")
+    _page = property(itemgetter(2))
+    _space = property(itemgetter(3))
+
+    # -- what the walk found --------------------------------------------------------
+
+    def _fields(self) -> tuple:
+        """The full ksi_translation record (walked again when not kept: the walk is pure)."""
+        walk = self[4]
+        return walk if walk is not None else self[3]._walker.translate(self[0])
+
+    @property
+    def page_size(self) -> Optional[int]:
+        page = self[2]
+        return None if page is None else _PG_SIZES[page & 3]
+
+    @property
+    def writable(self) -> Optional[bool]:
+        page = self[2]
+        return None if page is None else bool(page >> 2 & _W)
+
+    @property
+    def user(self) -> Optional[bool]:
+        page = self[2]
+        return None if page is None else bool(page >> 2 & _U)
+
+    @property
+    def nx(self) -> Optional[bool]:
+        page = self[2]
+        return None if page is None else bool(page >> 2 & _X)
+
+    @property
+    def anomalies(self) -> PteAnomaly:
+        page = self[2]
+        return PteAnomaly(page >> 5 & 15 if page is not None else self._fields()[_T_ANOM])
+
+    @property
+    def reason(self) -> WalkReason:
+        if self._page is not None:
+            return WalkReason.MAPPED
+        return _REASONS.get(self._fields()[_T_REASON], WalkReason.NOT_PRESENT)
+
+    @property
+    def level(self) -> Optional[int]:
+        """The level where the walk stopped (0: the table CR3 names); None when mapped."""
+        if self._page is not None:
+            return None
+        d = self._fields()
+        return d[_T_FAIL] if d[_T_REASON] in _LEVELLED else None
+
+    @property
+    def path(self) -> Tuple[WalkStep, ...]:
+        """Every entry read, top level first, decoded."""
+        return self[3]._steps(self._fields())
+
+    @property
+    def error(self) -> Optional[str]:
+        if self._page is not None:
+            return None
+        d = self._fields()
+        return self[3]._error_text(self[0], d[_T_REASON], d[_T_FAIL], self[3]._steps(d))
+
+    mode = property(lambda self: self._space.mode)
+    wp = property(lambda self: self._space.wp)
+    cr3 = property(lambda self: self._space.cr3)
 
     @property
     def mapped(self) -> bool:
-        return self.pa is not None
+        return self._page is not None
 
     @property
     def supervisor_writable(self) -> Optional[bool]:
         """Whether supervisor-mode writes succeed: R/W everywhere, or CR0.WP=0 (§4.6.1)."""
-        if self.pa is None:
+        if self._page is None:
             return None
         return bool(self.writable) or not self.wp
 
     @property
     def leaf(self) -> Optional[PagingEntry]:
         """The entry that maps the page (None when not mapped)."""
-        return self.path[-1].entry if self.pa is not None else None
+        return self.path[-1].entry if self._page is not None else None
 
     @property
     def failing_entry(self) -> Optional[int]:
         """The value of the entry at the level where the walk stopped, if one was read."""
+        level = self.level
         for step in self.path:
-            if step.level == self.level:
+            if step.level == level:
                 return step.value
         return None
 
     def check(self) -> "Translation":
         """Return self when mapped; else raise the InvalidAddressError that describes why."""
-        if self.pa is None:
+        if self._page is None:
+            if self.reason.invalid_address:
+                raise InvalidAddressError("linear address %#x is %s" % (self.va, self.error),
+                                          address=self.va)
             raise InvalidAddressError("%#x: %s" % (self.va, self.error), address=self.va,
                                       level=self.level, entry=self.failing_entry)
         return self
+
+    # -- comparison and display -----------------------------------------------------
+
+    def _key(self) -> tuple:
+        return (self.mode, self.cr3, self.wp, self.va, self.pa, self.page_size, self.writable,
+                self.user, self.nx, self.reason, self.level, int(self.anomalies),
+                tuple((s.level, s.index, s.address, s.value) for s in self.path))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Translation):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self):
+        raise TypeError("a Translation belongs to its AddressSpace: pickle to_dict() instead")
+
+    def __repr__(self) -> str:
+        if self._page is None:
+            return "Translation(va=%#x, pa=None, reason=%r)" % (self.va, self.reason.value)
+        return "Translation(va=%#x, pa=%#x, page_size=%#x, rights=%r)" % (
+            self.va, self.pa, self.page_size, _rights_text(self.writable, self.user, self.nx))
 
     def to_dict(self) -> dict:
         return {"va": self.va, "pa": self.pa, "page_size": self.page_size,
@@ -166,23 +311,19 @@ class Translation:
                 "path": [step.to_dict() for step in self.path], "error": self.error}
 
     def __str__(self) -> str:
-        if self.pa is None:
+        if self._page is None:
             return "%#x not mapped: %s" % (self.va, self.error)
-        return "%#x -> %#x (%s page, %s)" % (self.va, self.pa, _size_text(self.page_size),
+        return "%#x -> %#x (%s page, %s)" % (self.va, self.pa, size_text(self.page_size),
                                              _rights_text(self.writable, self.user, self.nx))
 
     def explain(self) -> str:
         """The walk step by step, with the linear-address fields that index each table."""
-        mode = self.mode
-        lines = [str(self), "Source: Intel SDM vol. 3A %s" % {
-            PagingMode.BITS32: "§4.3 (32-bit paging), Figure 4-2/4-3",
-            PagingMode.PAE: "§4.4 (PAE paging), Figure 4-5/4-6",
-            PagingMode.LEVEL4: "§4.5 (4-level paging), Figure 4-8 to 4-10",
-            PagingMode.LEVEL5: "§4.5 (5-level paging), Figure 4-8 to 4-10"}[mode], ""]
+        facts = self.mode.facts
+        lines = [str(self), "Source: %s" % facts.walk_source, ""]
         for step in self.path:
-            shift, bits = _BITS[mode][step.level]
+            level = facts.level(step.level)
             lines.append("  %-5s index = linear bits %d:%d = %d" % (
-                step.name, shift + bits - 1, shift, step.index))
+                step.name, level.shift + level.bits - 1, level.shift, step.index))
             lines.append("        entry at %#x = %#x" % (step.address, step.value))
             lines.append("        %s" % step.entry)
         if self.pa is not None:
@@ -202,38 +343,105 @@ class Translation:
 
     def to_svg(self) -> str:
         """The walk diagram (CR3, each level, the page) as a standalone SVG document."""
-        from .render.walk_svg import walk_svg
         return walk_svg(self)
 
     def _repr_html_(self) -> str:
-        from .render.html import translation_html
         return translation_html(self)
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """A range of mapped linear addresses [start, end) (what QEMU's ``info mem``
-    prints, plus NX, the physical address of ``start`` and the page size)."""
+_unpack_mapping = _w.MAPPING_RECORD.unpack_from
+_M_SIZE = _w.MAPPING_RECORD.size
 
-    start: int
-    end: int
-    size: int
-    writable: bool
-    user: bool
-    nx: bool
-    pa: int
-    page_size: int
-    pages: int = 1
+
+def _field(index: int) -> property:
+    return property(lambda self: _unpack_mapping(self[0], self[1] * _M_SIZE)[index])
+
+
+class Mapping(tuple):
+    """A range of mapped linear addresses [start, end) (what QEMU's ``info mem``
+    prints, plus NX, the physical address of ``start`` and the page size).
+
+    A view of one C ``ksi_mapping`` record (a view of the walk's output
+    array and the record's row in it): a whole walk's ranges are built in C
+    without running Python code per range, and a field is read from the
+    record when asked for. Build one by hand with ``Mapping(start, end, size, writable, user,
+    nx, pa, page_size, pages=1)``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, start: int, end: int, size: int, writable: bool, user: bool, nx: bool,
+                pa: int, page_size: int, pages: int = 1) -> "Mapping":
+        if end != start + size:
+            raise DecodeError("mapping %#x-%#x: size %#x does not match" % (start, end, size))
+        rights = (_W if writable else 0) | (_U if user else 0) | (_X if nx else 0)
+        record = _w.MAPPING_RECORD.pack(start, size, pa, page_size, rights, pages)
+        return _tuple_new(cls, (memoryview(record), 0))
+
+    start = _field(_M["start"])
+    size = _field(_M["size"])
+    pa = _field(_M["pa"])
+    page_size = _field(_M["page_size"])
+    rights = _field(_M["rights"])
+    pages = _field(_M["pages"])
+
+    @property
+    def end(self) -> int:
+        d = _unpack_mapping(self[0], self[1] * _M_SIZE)
+        return d[_M_START] + d[_M_LENGTH]
+
+    writable = property(lambda self: bool(self.rights & _W))
+    user = property(lambda self: bool(self.rights & _U))
+    nx = property(lambda self: bool(self.rights & _X))
+
+    def _record(self) -> tuple:
+        return _unpack_mapping(self[0], self[1] * _M_SIZE)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return self._record() == other._record()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self._record())
+
+    def __reduce__(self):
+        return (Mapping, (self.start, self.end, self.size, self.writable, self.user, self.nx,
+                          self.pa, self.page_size, self.pages))
 
     def to_dict(self) -> dict:
-        return {"start": self.start, "end": self.end, "size": self.size,
-                "writable": self.writable, "user": self.user, "nx": self.nx, "pa": self.pa,
-                "page_size": self.page_size}
+        start, size, pa, page_size, rights, _pages = _unpack_mapping(self[0], self[1] * _M_SIZE)
+        return {"start": start, "end": start + size, "size": size,
+                "writable": bool(rights & _W), "user": bool(rights & _U),
+                "nx": bool(rights & _X), "pa": pa, "page_size": page_size}
 
     def __str__(self) -> str:
         return "%#x-%#x %#x %s -> %#x (%s pages)" % (
             self.start, self.end, self.size, _rights_text(self.writable, self.user, self.nx),
-            self.pa, _size_text(self.page_size))
+            self.pa, size_text(self.page_size))
+
+    def __repr__(self) -> str:
+        return ("Mapping(start=%#x, end=%#x, size=%#x, writable=%s, user=%s, nx=%s, pa=%#x, "
+                "page_size=%#x, pages=%d)" % (self.start, self.end, self.size, self.writable,
+                                              self.user, self.nx, self.pa, self.page_size,
+                                              self.pages))
+
+
+_M_START, _M_LENGTH = _M["start"], _M["size"]
+assert tuple(_w.MAPPING_FIELDS[:2]) == ("start", "size")
+
+
+def _mappings_of(rows: memoryview) -> Iterator[Mapping]:
+    """A Mapping per ksi_mapping record of rows, built in C (rows must stay
+    unchanged while a Mapping of it lives)."""
+    views = _w.record_views(Mapping, rows, _M_SIZE)
+    if views is not None:
+        return iter(views)
+    return map(_tuple_new, repeat(Mapping), zip(repeat(rows), range(len(rows) // _M_SIZE)))
 
 
 @dataclass(frozen=True)
@@ -255,25 +463,21 @@ class Alias:
 
     def __str__(self) -> str:
         return "%#x (in the %s page at %#x, %s)" % (
-            self.va, _size_text(self.page_size), self.page_start,
+            self.va, size_text(self.page_size), self.page_start,
             _rights_text(self.writable, self.user, self.nx))
 
+    def __repr__(self) -> str:
+        return ("Alias(va=%#x, pa=%#x, page_start=%#x, page_size=%#x, writable=%s, user=%s, "
+                "nx=%s)" % (self.va, self.pa, self.page_start, self.page_size, self.writable,
+                            self.user, self.nx))
 
-_M_START, _M_SIZE, _M_PA = _M["start"], _M["size"], _M["pa"]
-_M_PS, _M_RIGHTS, _M_PAGES = _M["page_size"], _M["rights"], _M["pages"]
 
-
-def _mapping(d: Tuple[int, ...], _new=object.__new__, _set=object.__setattr__) -> Mapping:
-    """A Mapping from one ksi_mapping record. The frozen dataclass is filled
-    directly: its __init__ costs more than the C walk that found the range."""
-    rights, begin, size = d[_M_RIGHTS], d[_M_START], d[_M_SIZE]
-    m = _new(Mapping)
-    _set(m, "__dict__", {
-        "start": begin, "end": begin + size, "size": size,
-        "writable": bool(rights & _w.RIGHT_WRITABLE), "user": bool(rights & _w.RIGHT_USER),
-        "nx": bool(rights & _w.RIGHT_NX), "pa": d[_M_PA], "page_size": d[_M_PS],
-        "pages": d[_M_PAGES]})
-    return m
+def _check_intact(memory) -> None:
+    """A mapped image file that shrank would kill the process with SIGBUS
+    inside the C walk: PhysicalMemory.check_intact raises first."""
+    check = getattr(memory, "check_intact", None)
+    if check is not None:
+        check()
 
 
 class MappingTable(DecodedBatch):
@@ -286,10 +490,14 @@ class MappingTable(DecodedBatch):
 
     def __init__(self, rows: memoryview, entries_read: int, tables_missing: int,
                  reserved_skipped: int):
-        super().__init__(rows, _w.MAPPING_FIELDS, _w.MAPPING_RECORD, lambda _i, d: _mapping(d))
+        super().__init__(rows, _w.MAPPING_FIELDS, _w.MAPPING_RECORD,
+                         lambda i, _d: _tuple_new(Mapping, (rows, i)))
         self.entries_read = entries_read
         self.tables_missing = tables_missing
         self.reserved_skipped = reserved_skipped
+
+    def __iter__(self) -> Iterator[Mapping]:
+        return _mappings_of(self._rows)
 
 
 class TranslationBatch(DecodedBatch):
@@ -331,14 +539,17 @@ class MappingStream(Iterator[Mapping]):
     counters: ``entries_read``, ``tables_missing`` (tables that present
     entries name but the image lacks: their ranges are unknown, not
     unmapped), ``reserved_skipped`` (present entries skipped because the
-    processor would fault on their reserved bits) and ``done``."""
+    processor would fault on their reserved bits) and ``done``.
+
+    ``iter()`` of it is the C-level chain of the walk's chunks, so a loop
+    over it runs no Python code per range."""
 
     def __init__(self, cursor: "_w.Cursor", iterator: Iterator[Mapping]):
         self._cursor = cursor
         self._iterator = iterator
 
-    def __iter__(self) -> "MappingStream":
-        return self
+    def __iter__(self) -> Iterator[Mapping]:
+        return self._iterator
 
     def __next__(self) -> Mapping:
         return next(self._iterator)
@@ -348,6 +559,10 @@ class MappingStream(Iterator[Mapping]):
     reserved_skipped = property(lambda self: self._cursor.reserved_skipped)
     done = property(lambda self: self._cursor.done)
     next_va = property(lambda self: self._cursor.next_va)
+
+
+# What an image without CPU state needs instead, by AddressSpace's keyword.
+_WHAT_TO_GIVE = {"cr3": "CR3", "mode": "the paging mode (32, pae, 4level or 5level)"}
 
 
 class AddressSpace:
@@ -368,8 +583,8 @@ class AddressSpace:
             faults on them; by default the walk stops there, as it does).
 
     Raises:
-        DecodeError: no CPU state and no cr3 / mode, a mode that contradicts
-            the CPU state, or a value out of range.
+        NoCpuStateError: no CPU state and no cr3 / mode (``missing`` names them).
+        DecodeError: a mode that contradicts the CPU state, or a value out of range.
         InvalidAddressError: the table CR3 names is not in the image.
         ImageFormatError: the memory's run table is broken.
     """
@@ -380,10 +595,11 @@ class AddressSpace:
                  ignore_reserved: bool = False):
         cpu = getattr(memory, "cpu", None)
         cpu_mode = cpu.paging_mode() if cpu is not None else None
+        if cpu is None and (mode is None or cr3 is None):
+            missing = [n for n, v in (("cr3", cr3), ("mode", mode)) if v is None]
+            raise NoCpuStateError("the image carries no CPU state: give %s" % " and ".join(
+                _WHAT_TO_GIVE[n] for n in missing), missing)
         if mode is None:
-            if cpu is None:
-                raise DecodeError("the image carries no CPU state: give the paging mode "
-                                  "(32, pae, 4level or 5level) and CR3")
             if cpu_mode is None:
                 raise DecodeError("the CPU state says paging is disabled (CR0.PG=0): give "
                                   "the paging mode to walk anyway")
@@ -394,11 +610,10 @@ class AddressSpace:
             raise DecodeError("paging mode %s contradicts the CPU state, which implies %s%s"
                               % (mode.value, cpu_mode, " (%s)" % decision if decision else ""))
         if cr3 is None:
-            if cpu is None:
-                raise DecodeError("the image carries no CPU state: give CR3")
             cr3 = cpu.cr3
-        if not isinstance(maxphyaddr, int) or not 32 <= maxphyaddr <= 52:
-            raise DecodeError("MAXPHYADDR %r is outside 32..52" % (maxphyaddr,))
+        low, high = MAXPHYADDR_RANGE
+        if not isinstance(maxphyaddr, int) or not low <= maxphyaddr <= high:
+            raise DecodeError("MAXPHYADDR %r is outside %d..%d" % (maxphyaddr, low, high))
         if wp is None:
             wp = bool(cpu.cr0 & CR0_WP) if cpu is not None else True
         if nxe is None:
@@ -419,23 +634,45 @@ class AddressSpace:
         self.wp, self.nxe, self.pse = bool(wp), bool(nxe), bool(pse)
         self.ignore_reserved = bool(ignore_reserved)
         self.levels = mode.levels
-        self.va_bits = _VA_BITS[mode]
+        self.va_bits = mode.facts.va_bits
         options = ((_PSE if self.pse else 0) | (_NXE if self.nxe else 0)
                    | (_WP if self.wp else 0)
                    | (_w.OPTION_IGNORE_RESERVED if self.ignore_reserved else 0))
         missing = (InvalidAddressError,)
-        self._walker = _w.Walker(memory, cr3, _MODE_CODE[mode], maxphyaddr, self.pat, options,
-                                 missing)
-        self.root = _w.table_root(cr3, _MODE_CODE[mode])
+        code = PAGING_MODES[mode.value]
+        self._walker = _w.Walker(memory, cr3, code, maxphyaddr, self.pat, options, missing)
+        self.root = _w.table_root(cr3, code)
         table = 32 if mode is PagingMode.PAE else 4096
         if self._walker.phys_read(self.root, table)[1] != table:
             raise InvalidAddressError(
                 "CR3 %#x names a %s at physical %#x that is not in the image%s" % (
-                    cr3, "page-directory-pointer table" if mode is PagingMode.PAE else
-                    _TABLE_NAMES[LEVEL_NAMES[mode][self.levels]], self.root,
+                    cr3, mode.facts.level(self.levels).table_name, self.root,
                     " " + memory.name if isinstance(getattr(memory, "name", None), str)
                     else ""),
                 address=self.root, level=self.levels)
+        # Translations are remembered by 4 KiB page only over a mapped image
+        # (its bytes cannot change); a source read through a callback (a live
+        # process) is walked afresh on every call.
+        self._cacheable = self._walker.mapped_image
+        self._pages: dict = {}
+        self._page_of = self._pages.get      # bound once: the hit path's only lookup
+        self._page_lookup = self._walker.page_lookup()
+        self._packed = self._walker.packed_lookup()
+        # The fast read slices the buffer itself: only types whose slices are bytes.
+        buffer = memory.buffer if self._cacheable else None
+        self._buffer = buffer if isinstance(buffer, (bytes, mmap.mmap)) else None
+        # The hot path in C (ksinspect._percall), when built: its translate and
+        # read shadow the Python methods below, which give the same results.
+        self._fast = None
+        watched = getattr(memory, "watched_file", None)
+        if self._cacheable and (watched is not None or
+                                getattr(memory, "check_intact", None) is None):
+            self._fast = self._walker.page_cache(
+                PAGE_CACHE_PAGES, watched() if watched is not None else None, Translation,
+                self, self._translate_walked, self._read_checked)
+        if self._fast is not None:
+            self.translate = self._fast.translate
+            self.read = self._fast.read
 
     def __repr__(self) -> str:
         return "<AddressSpace %s CR3=%#x over %r>" % (self.mode.value, self.cr3, self.memory)
@@ -463,10 +700,8 @@ class AddressSpace:
 
     # -- translation ----------------------------------------------------------------------
 
-    def _translation(self, va: int) -> Translation:
-        return self._build(self._walker.translate(va))
-
-    def _build(self, d: Tuple[int, ...]) -> Translation:
+    def _steps(self, d: Tuple[int, ...]) -> Tuple[WalkStep, ...]:
+        """The decoded walk path of one ksi_translation record."""
         mode, names = self.mode, LEVEL_NAMES[self.mode]
         steps = []
         for i in range(d[_T_STEPS]):
@@ -475,24 +710,17 @@ class AddressSpace:
             entry = PagingEntry.decode(value, mode, level, self.maxphyaddr, self.pat,
                                        self.pse, self.nxe, address)
             steps.append(WalkStep(level, names[level], d[_T_INDEX[i]], address, value, entry))
-        reason = d[_T_REASON]
-        va = d[_T_VA]
-        fail = d[_T_FAIL]
-        if reason == _w.REASON_OK:
-            rights = d[_T_RIGHTS]
-            return Translation(va, d[_T_PA], d[_T_SIZE], bool(rights & _w.RIGHT_WRITABLE),
-                               bool(rights & _w.RIGHT_USER), bool(rights & _w.RIGHT_NX),
-                               tuple(steps), None, _w.REASON_TEXT[reason], None,
-                               PteAnomaly(d[_T_ANOM]), mode, self.wp, self.cr3)
-        error = self._error_text(va, reason, fail, steps)
-        return Translation(va, None, None, None, None, None, tuple(steps), error,
-                           _w.REASON_TEXT.get(reason, "unknown"),
-                           fail if reason in (_w.REASON_NOT_PRESENT, _w.REASON_NOT_IN_IMAGE,
-                                              _w.REASON_RESERVED) else None,
-                           PteAnomaly(d[_T_ANOM]), mode, self.wp, self.cr3)
+        return tuple(steps)
 
-    def _error_text(self, va: int, reason: int, level: int, steps: List[WalkStep]) -> str:
-        names = LEVEL_NAMES[self.mode]
+    def _from_walk(self, d: Tuple[int, ...]) -> Translation:
+        """A Translation from a full ksi_translation record (kept: it is the path)."""
+        page = None
+        if d[_T_REASON] == _w.REASON_OK:
+            page = _page_record(d[_T_PA], d[_T_SIZE], d[_T_RIGHTS], d[_T_ANOM], -1)
+        return Translation(self, d[_T_VA], page, d)
+
+    def _error_text(self, va: int, reason: int, level: int, steps: Tuple[WalkStep, ...]) -> str:
+        facts = self.mode.facts
         if reason == _w.REASON_NON_CANONICAL:
             return ("not canonical: under %s paging bits 63:%d must all equal bit %d"
                     % (self.mode.value, self.va_bits - 1, self.va_bits - 1))
@@ -507,7 +735,7 @@ class AddressSpace:
             return ("not in image: %s[%d] = %#x (level %d) points to a %s at physical %#x "
                     "that is not in the image" % (
                         step.name, step.index, step.value, level,
-                        _TABLE_NAMES[names[level - 1]], step.entry.frame))
+                        facts.level(level - 1).table_name, step.entry.frame))
         step = steps[-1]
         if reason == _w.REASON_NOT_PRESENT:
             return "not present: %s[%d] at %#x = %#x (level %d)" % (
@@ -518,36 +746,115 @@ class AddressSpace:
                         step.name, step.index, step.value, level, step.entry.reserved_bits))
         return "not mapped (reason %d)" % reason
 
+    def _remember(self, va: int) -> Optional[int]:
+        """Walk va once and remember its 4 KiB page with where it lies in the
+        image buffer (the read path); None when va is not mapped."""
+        _check_intact(self.memory)        # the walk touches the mapped file
+        d = self._page_lookup(va)
+        if d[_P_REASON] != _REASON_OK:
+            return None
+        offset = d[_P_OFFSET]
+        where = 1 if offset == UNMAPPED or self._buffer is None else offset + 2
+        page = ((d[_P_PA] & _PG_FRAME) | _PG_SHIFT_CODE[d[_P_SHIFT]] | d[_P_RIGHTS] << 2
+                | (d[_P_ANOM] & 15) << 5 | where << 64)
+        pages = self._pages
+        if len(pages) >= PAGE_CACHE_PAGES:
+            pages.clear()
+        pages[va >> 12] = page
+        return page
+
     def translate(self, va: int) -> Translation:
         """Walk the page tables for one linear address.
 
-        An address that is simply not mapped gives a Translation whose ``pa``
-        is None and ``error`` says why (:meth:`Translation.check` raises).
+        An address that is not mapped, not canonical (IA-32e paging) or above
+        4 GiB (32-bit and PAE paging) gives a Translation whose ``pa`` is None,
+        whose ``reason`` says which and ``error`` why; :meth:`Translation.check`
+        raises the matching :class:`InvalidAddressError`.
 
         Raises:
-            InvalidAddressError: the address is not canonical (IA-32e paging)
-                or is above 4 GiB (32-bit and PAE paging).
+            DecodeError: va is not an integer.
+            InvalidAddressError: va does not fit in 64 bits.
         """
-        va = self._check_address(va)
-        t = self._translation(va)
-        if t.reason in (_w.REASON_TEXT[_w.REASON_NON_CANONICAL],
-                        _w.REASON_TEXT[_w.REASON_TOO_WIDE]):
-            raise InvalidAddressError("linear address %#x is %s" % (va, t.error), address=va)
-        return t
+        # The hit path: a page walked before (va.__class__ keeps bools and
+        # int subclasses on the checked path below).
+        page = self._page_of(va >> 12) if va.__class__ is int else None
+        if page is not None:
+            return _tuple_new(Translation, (va, (page & _PG_FRAME) | (va & 0xFFF), page, self,
+                                            None))
+        if va.__class__ is not int or not 0 <= va <= UNMAPPED:
+            va = self._check_address(va)
+        if self._cacheable:
+            # One C call returning the walk packed in an int (no struct to unpack).
+            _check_intact(self.memory)    # the walk touches the mapped file
+            page = self._packed(va)
+            if not page & _PK_REASON:
+                pages = self._pages
+                if len(pages) >= PAGE_CACHE_PAGES:
+                    pages.clear()
+                pages[va >> 12] = page
+                return _tuple_new(Translation, (va, (page & _PG_FRAME) | (va & 0xFFF), page,
+                                                self, None))
+        # Not mapped (or a live source): the full walk, which says why.
+        return self._from_walk(self._walker.translate(va))
+
+    def _translate_walked(self, va: Any) -> Translation:
+        """translate() where no remembered page answers (the C hot path's
+        fallback): the checks, then the full walk, which says why."""
+        if va.__class__ is not int or not 0 <= va <= UNMAPPED:
+            va = self._check_address(va)
+        if self._cacheable:
+            _check_intact(self.memory)    # the walk touches the mapped file
+        return self._from_walk(self._walker.translate(va))
+
+    @property
+    def remembered_pages(self) -> int:
+        """How many 4 KiB pages the space remembers the translation of."""
+        return self._fast.pages if self._fast is not None else len(self._pages)
 
     def translate_many(self, vas: Any) -> TranslationBatch:
         """Translate many addresses in one C call.
 
         Args:
             vas: an iterable of ints, or a buffer of native uint64 (``array('Q')``,
-                read without a copy).
+                a numpy uint64 array: read without a copy).
 
         Returns:
-            a lazy sequence of :class:`Translation` (non-canonical addresses
-            give a Translation whose error says so; nothing is raised).
+            a lazy sequence of :class:`Translation` (an address that cannot be
+            translated -- not mapped, not canonical, above 4 GiB in a 32-bit
+            mode -- gives a Translation that says why, as :meth:`translate`).
+
+        Raises:
+            DecodeError: an item is not an integer.
+            InvalidAddressError: an integer does not fit in 64 bits (as
+                :meth:`translate` raises for it).
         """
         rows, source = self._walker.translate_many(vas)
-        return TranslationBatch(rows, source, lambda i, _row: self._translation(source[i]))
+        walk = self._walker.translate
+        # A row's Translation comes from its own full walk (not the page cache).
+        return TranslationBatch(rows, source,
+                                lambda i, _row: self._from_walk(walk(int(source[i]))))
+
+    def physical_addresses(self, vas: Any, out: Any = None) -> Any:
+        """The physical address of every linear address, as bare integers in a
+        uint64 buffer, in one C call: the zero-copy path for numpy.
+
+        Args:
+            vas: a buffer of native uint64 (``array('Q')``, a numpy uint64
+                array: read in place) or an iterable of ints.
+            out: a writable uint64 buffer at least as long (may be vas
+                itself); default a new ``array('Q')``.
+
+        Returns:
+            out, holding each address's physical address, or :data:`UNMAPPED`
+            (2**64 - 1) where it is not mapped for any reason.
+        """
+        if out is None:
+            count = len(vas) if hasattr(vas, "__len__") else None
+            if count is None:
+                vas = array("Q", vas)
+                count = len(vas)
+            out = array("Q", bytes(8 * count))
+        return self._walker.translate_pas(vas, out, UNMAPPED)
 
     def vtop(self, va: int) -> int:
         """The physical address of va. Raises InvalidAddressError when not mapped."""
@@ -561,14 +868,18 @@ class AddressSpace:
         va = self._check_address(va)
         if not isinstance(n, int) or n < 0:
             raise DecodeError("read: length %r is not a non-negative integer" % (n,))
+        if n > MAX_VIRTUAL_READ:
+            raise DecodeError("read: %d bytes at once is more than the %d one read may take "
+                              "(read in pieces)" % (n, MAX_VIRTUAL_READ))
         if n and va + n > self.top:
             raise InvalidAddressError("reading %d bytes at %#x runs past the top of the %s "
                                       "linear address space" % (n, va, self.mode.value),
                                       address=va)
+        _check_intact(self.memory)
         data, failure = self._walker.read_virtual(va, n)
         if failure is None:
             return data, None
-        t = self._build(failure)
+        t = self._from_walk(failure)
         at = va + len(data)
         if t.pa is None:
             return data, InvalidAddressError("%#x: %s" % (at, t.error), address=at,
@@ -584,6 +895,24 @@ class AddressSpace:
             InvalidAddressError: some byte is not mapped, or its physical memory
                 is not in the image; ``address`` is the first such byte.
         """
+        # The hit path: the bytes lie in one remembered 4 KiB page that is in
+        # the image; everything else (a miss, a page boundary, a failure) goes
+        # through the C read, which says exactly where it stopped.
+        if va.__class__ is int and n.__class__ is int:
+            page = self._page_of(va >> 12)
+            if (page is None or page >> 64 == 0) and self._cacheable and 0 <= n <= 0x1000 \
+                    and 0 <= va < self.top:
+                page = self._remember(va)
+            if page is not None:
+                offset = (page >> 64) - 2                  # -1: not wholly in the buffer
+                into = va & 0xFFF
+                if offset >= 0 and 0 <= n <= 0x1000 - into:
+                    _check_intact(self.memory)     # a shrunk file would SIGBUS here
+                    return self._buffer[offset + into:offset + into + n]
+        return self._read_checked(va, n)
+
+    def _read_checked(self, va: Any, n: Any) -> bytes:
+        """read() through C, with every check (and the C hot path's fallback)."""
         data, error = self.read_available(va, n)
         if error is not None:
             raise error
@@ -629,22 +958,24 @@ class AddressSpace:
         """
         if merge not in ("contiguous", "rights"):
             raise DecodeError("merge rule %r is neither 'contiguous' nor 'rights'" % (merge,))
-        if not isinstance(chunk, int) or chunk < 1:
-            raise DecodeError("chunk %r is not a positive integer" % (chunk,))
+        if not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK:
+            raise DecodeError("chunk %r is not a number of ranges in 1..%d" % (chunk, MAX_CHUNK))
         first, last = self._bounds(start, end)
         cursor = self._walker.cursor(first, last, max_entries)
-        return MappingStream(cursor, self._stream(cursor, chunk, merge == "rights", progress))
+        return MappingStream(cursor, chain.from_iterable(
+            self._stream(cursor, chunk, merge == "rights", progress)))
 
     def _stream(self, cursor: "_w.Cursor", chunk: int, merge_rights: bool,
-                progress: Optional[Callable[[float], None]]) -> Iterator[Mapping]:
+                progress: Optional[Callable[[float], None]]) -> Iterator[Iterator[Mapping]]:
+        """The walk's chunks, each an iterator of Mappings (chained by the caller)."""
         lo = self._position(cursor.first)
         span = max(self._position(cursor.last) - lo + 1, 1)
-        record = _w.MAPPING_RECORD
+        size = min(chunk, 256)       # a first chunk soon, so output starts at once
         while True:
-            # Unpack the chunk at once: the walker reuses its output array.
-            rows = list(record.iter_unpack(self._walker.mappings(cursor, chunk, merge_rights)))
-            for d in rows:
-                yield _mapping(d)
+            _check_intact(self.memory)
+            # A fresh output array per chunk: each Mapping is a view into it.
+            yield _mappings_of(self._walker.mappings(cursor, size, merge_rights, fresh=True))
+            size = chunk
             if progress is not None:
                 progress(1.0 if cursor.done else
                          min(max(self._position(cursor.next_va) - lo, 0) / span, 1.0))
@@ -674,6 +1005,8 @@ class AddressSpace:
         """
         if merge not in ("contiguous", "rights"):
             raise DecodeError("merge rule %r is neither 'contiguous' nor 'rights'" % (merge,))
+        if not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK:
+            raise DecodeError("chunk %r is not a number of ranges in 1..%d" % (chunk, MAX_CHUNK))
         first, last = self._bounds(start, end)
         cursor = self._walker.cursor(first, last, max_entries)
         parts = []

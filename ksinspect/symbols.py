@@ -3,25 +3,36 @@
 Used to resolve IDT handlers to ``symbol+offset`` and to know the kernel's
 text range. A System.map and ``/proc/kallsyms`` share one format:
 ``ADDRESS TYPE NAME [MODULE]`` (nm(1) symbol types); ``.xz`` and ``.gz``
-files are read transparently.
+files are read transparently, through the bounded reader of
+:mod:`ksinspect.text_input` (regular files only, at most 64 MiB).
 """
 import bisect
-import gzip
-import lzma
 import os
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
 from .errors import KsinspectError
+from .text_input import read_text_input
 
 # nm types that name code or data at a real address; "A" (absolute) symbols
 # such as per-CPU offsets are numbers, not places.
 _PLACE_TYPES = set("TtWwDdBbRrVvGgSs")
-_TEXT_TYPES = set("TtWw")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class SymbolError(KsinspectError, ValueError):
     """A symbol file cannot be read."""
+
+
+def _hex_address(text: str) -> Optional[int]:
+    if not text or len(text) > 16 or not set(text) <= _HEX:
+        return None
+    return int(text, 16)
+
+
+def _shown(line: str) -> str:
+    """A line of the file in a message: quoted, cut at 60 characters."""
+    return '"%s"' % (line[:60] + ("..." if len(line) > 60 else ""))
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,11 @@ class SymbolTable:
                  source: str = ""):
         self._symbols: List[Symbol] = sorted(symbols, key=lambda s: s.address)
         self._addresses = [s.address for s in self._symbols]
+        self._by_name: Optional[dict] = None
         self.text_range = text_range
         self.source = source
+        # (count, (line number, text) of the first) of the lines that were not symbols
+        self.skipped: Tuple[int, Optional[Tuple[int, str]]] = (0, None)
 
     def __len__(self) -> int:
         return len(self._symbols)
@@ -59,37 +73,64 @@ class SymbolTable:
         Raises:
             SymbolError: the file cannot be read or has no symbol lines.
         """
-        try:
-            with _open_text(path) as fh:
-                return cls.parse_system_map(fh, source=path)
-        except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
-            raise SymbolError("%s: cannot read symbols: %s" % (path, exc)) from None
+        path = os.fspath(path)
+        data = read_text_input(path, "symbols", SymbolError, "symbol file")
+        # A byte that is not ASCII makes its line one that is not a symbol
+        # (a console's marker line); a binary file has no symbol line at all.
+        return cls.parse_system_map(data.decode("ascii", "replace").splitlines(), source=path)
 
     @classmethod
     def parse_system_map(cls, lines: Iterable[str], source: str = "") -> "SymbolTable":
+        """Symbols from ``ADDRESS TYPE NAME [MODULE]`` lines. Lines of another
+        shape (a serial console's prompt or marker around a captured
+        kallsyms) are skipped and counted in ``skipped`` (how many, and the
+        first as (line number, text)); a file where no line is a symbol is
+        refused.
+
+        Raises:
+            SymbolError: no line is a symbol line, or every address is zero.
+        """
         symbols, names = [], {}
+        skipped, first_skipped, parsed = 0, None, 0
         for number, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) < 3 or len(parts[1]) != 1:
-                raise SymbolError("%s:%d: not a System.map line: %r" % (source, number, line[:80]))
-            try:
-                address = int(parts[0], 16)
-            except ValueError:
-                raise SymbolError("%s:%d: bad address %r" % (source, number, parts[0])) from None
+            address = _hex_address(parts[0]) if len(parts) >= 3 and len(parts[1]) == 1 else None
+            if address is None:
+                skipped += 1
+                first_skipped = first_skipped or (number, line.strip())
+                continue
+            parsed += 1
             kind, name = parts[1], parts[2]
             module = parts[3].strip("[]") if len(parts) > 3 else None
             if address and kind in _PLACE_TYPES:
                 symbols.append(Symbol(address, name, kind, module))
             names.setdefault(name, address)
+        what = source or "symbols"
+        if not parsed:
+            raise SymbolError("%s: no line is a System.map / kallsyms symbol (ADDRESS TYPE "
+                              "NAME)%s" % (what, "" if first_skipped is None else
+                                           "; line %d reads %s" % (
+                                               first_skipped[0], _shown(first_skipped[1]))))
         if not symbols:
             raise SymbolError("%s: no symbols with addresses (kallsyms read without "
-                              "privilege shows only zeros)" % (source or "symbols"))
+                              "privilege shows only zeros)" % what)
         start = names.get("_stext", names.get("_text"))
         end = names.get("_etext")
         text = (start, end) if start and end and end > start else None
-        return cls(symbols, text, source)
+        table = cls(symbols, text, source)
+        table.skipped = (skipped, first_skipped)
+        return table
+
+    def skipped_warning(self) -> Optional[str]:
+        """One sentence on the lines that were not symbols, or None."""
+        count, first = self.skipped
+        if not count:
+            return None
+        return "%s: skipped %d line%s that %s not symbols (the first, line %d: %s)" % (
+            self.source or "symbols", count, "" if count == 1 else "s",
+            "is" if count == 1 else "are", first[0], _shown(first[1]))
 
     @classmethod
     def from_pe(cls, path: str, image_base: int) -> "SymbolTable":
@@ -137,22 +178,32 @@ class SymbolTable:
         return text + (" [%s]" % symbol.module if symbol.module else "")
 
     def address_of(self, name: str) -> Optional[int]:
-        for symbol in self._symbols:
-            if symbol.name == name:
-                return symbol.address
-        return None
+        """The address of the symbol called name (the lowest, when several
+        share the name), or None."""
+        if self._by_name is None:
+            by_name: dict = {}
+            for symbol in self._symbols:
+                by_name.setdefault(symbol.name, symbol.address)
+            self._by_name = by_name
+        return self._by_name.get(name)
+
+    def containing(self, address: int) -> Optional[Tuple[Symbol, int]]:
+        """The symbol address lies in and the offset into it, or None.
+
+        Without sizes (a System.map has none) a symbol is taken to reach up to
+        the next symbol's address; the last symbol holds only its own
+        address, and nothing lies before the first.
+        """
+        i = bisect.bisect_right(self._addresses, address) - 1
+        if i < 0:
+            return None
+        symbol = self._symbols[i]
+        if i + 1 == len(self._symbols) and address != symbol.address:
+            return None
+        return symbol, address - symbol.address
 
     def in_text(self, address: int) -> Optional[bool]:
         """Whether address is in the kernel text; None when the range is unknown."""
         if self.text_range is None:
             return None
         return self.text_range[0] <= address < self.text_range[1]
-
-
-def _open_text(path):
-    path = os.fspath(path)      # str or pathlib.Path
-    if path.endswith(".xz"):
-        return lzma.open(path, "rt", encoding="ascii")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="ascii")
-    return open(path, encoding="ascii")

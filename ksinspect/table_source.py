@@ -8,7 +8,7 @@ which gives the LDT's base and limit (SDM vol. 3A §3.5.1).
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .errors import DecodeError, TableNotFoundError
+from .errors import DecodeError, NoCpuStateError, TableNotFoundError
 from .paging import AddressSpace
 from .tables import decode_table
 from .x86 import DescriptorKind, DescriptorMode
@@ -36,14 +36,28 @@ def _mode_of(cpu) -> Optional[DescriptorMode]:
 
 
 def read_table(memory, which: str, base: Optional[int] = None, limit: Optional[int] = None,
-               cr3: Optional[int] = None, physical: bool = False) -> TableBytes:
+               cr3: Optional[int] = None, physical: bool = False,
+               paging_mode: Optional[str] = None) -> TableBytes:
     """The bytes of the GDT, LDT or IDT, from the CPU state or an explicit base.
+
+    ``memory`` is a memory image, or an AddressSpace over one (whose CR3 and
+    paging mode are then the defaults).
+
+    A linear base is translated through ``cr3`` (default the image's CR3)
+    in ``paging_mode`` (default the image's); an image without CPU state
+    (raw, LiME) needs both.
 
     Raises:
         TableNotFoundError: no CPU state and no base, or LDTR selecting nothing usable.
+        NoCpuStateError: a linear base, no CPU state, and no cr3 / paging_mode.
         DecodeError: a base without a limit, or a limit above 0xFFFF.
         InvalidAddressError: the table is not mapped or not in the image.
     """
+    if isinstance(memory, AddressSpace):       # its image, read through its own tables
+        space = memory
+        memory = space.memory
+        cr3 = space.cr3 if cr3 is None else cr3
+        paging_mode = space.mode if paging_mode is None else paging_mode
     cpu = memory.cpu
     notes = []
     if base is None:
@@ -68,11 +82,12 @@ def read_table(memory, which: str, base: Optional[int] = None, limit: Optional[i
         data = memory.read(base, limit + 1)
         notes.append("read from physical memory")
     else:
-        if cpu is None:
-            raise TableNotFoundError(
-                "%s carries no CPU state, so no paging mode translates the linear base %#x: "
-                "give a physical base (--physical)" % (memory.name, base))
-        space = AddressSpace(memory, cr3=cr3)
+        try:
+            space = AddressSpace(memory, cr3=cr3, mode=paging_mode)
+        except NoCpuStateError as exc:
+            raise NoCpuStateError("%s: nothing translates the linear base %#x: %s, or a "
+                                  "physical base (--physical)" % (memory.name, base, exc),
+                                  exc.missing) from None
         data = space.read(base, limit + 1)
         notes.append("read through CR3 %#x (%s paging)" % (space.cr3, space.mode.value))
     return TableBytes(data, base, limit, _mode_of(cpu), tuple(notes))

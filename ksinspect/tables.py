@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from .errors import DecodeError, TruncatedDataError
 from .memory.cpu import SEGMENT_NAMES
 from .symbols import SymbolTable
+from .views.html import descriptor_table_html, interrupt_table_html
 from .x86 import DescriptorKind, DescriptorMode, SegmentDescriptor, decode_descriptor_table
 
 # Vector -> (mnemonic, description): SDM vol. 3A Table 6-1; 28-30 from AMD APM.
@@ -132,19 +133,7 @@ class DescriptorTable:
                 "entries": [e.to_dict() for e in self.entries]}
 
     def _repr_html_(self) -> str:
-        from .render.html import notes_html, table_html
-        rows = [("%#06x" % e.selector, e.index, e.descriptor.short_type,
-                 "%#x" % e.descriptor.base, "%#x" % e.descriptor.limit, e.descriptor.dpl,
-                 "P" if e.descriptor.present else "NP", str(e.descriptor),
-                 ", ".join(r.upper() for r in e.registers), "; ".join(map(str, e.findings)))
-                for e in self.entries]
-        caption = "%s (%s mode)%s" % (self.table, self.mode.value,
-                                      "" if self.base is None else " at %#x" % self.base)
-        return '<div class="ksinspect-table">%s%s</div>' % (
-            table_html(rows, ("Sel", "Index", "Type", "Base", "Limit", "DPL", "P", "Descriptor",
-                              "Registers", "Findings"), caption,
-                       row_class=lambda i: "finding" if self.entries[i].findings else ""),
-            notes_html(self.notes))
+        return descriptor_table_html(self)
 
 
 def infer_mode(data: bytes) -> Tuple[DescriptorMode, str]:
@@ -321,17 +310,7 @@ class InterruptTable:
                 "entries": [e.to_dict(self.symbols_source is not None) for e in self.entries]}
 
     def _repr_html_(self) -> str:
-        from .render.html import notes_html, table_html
-        rows = [(e.vector, e.name, e.gate.short_type, "%#06x" % getattr(e.gate, "selector", 0),
-                 "%#x" % getattr(e.gate, "offset", 0), getattr(e.gate, "ist", 0), e.gate.dpl,
-                 e.symbol or "", "; ".join(map(str, e.findings))) for e in self.entries]
-        caption = "IDT (%s mode)%s" % (self.mode.value,
-                                       "" if self.base is None else " at %#x" % self.base)
-        return '<div class="ksinspect-table">%s%s</div>' % (
-            table_html(rows, ("Vector", "Name", "Type", "Selector", "Handler", "IST", "DPL",
-                              "Symbol", "Findings"), caption,
-                       row_class=lambda i: "finding" if self.entries[i].findings else ""),
-            notes_html(self.notes))
+        return interrupt_table_html(self)
 
 
 def infer_idt_mode(data: bytes) -> Tuple[DescriptorMode, str]:

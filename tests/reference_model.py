@@ -97,7 +97,6 @@ LONG_SYSTEM_TYPES.update({
     0xF: ("trap-gate", 64),
 })
 
-GATES = ("call-gate", "interrupt-gate", "trap-gate", "task-gate")
 SIXTEEN_BYTE_KINDS = ("ldt", "tss-available", "tss-busy", "call-gate", "interrupt-gate",
                       "trap-gate")
 
@@ -258,13 +257,15 @@ def ref_descriptor(lo, hi=None, mode="legacy"):
             # 5.8.3.1 / 6.14.1: #GP if the target offset is not canonical.
             if not canonical(d["offset"]):
                 flags.add("noncanonical-offset")
-            # Figure 5-9 (and 5.8.3.1): upper dword bits 12:8 are a type field
-            # that must be 00000, the other bits reserved. Figure 6-8 draws the
-            # whole upper dword of an IDT gate as reserved; csrc/ksi_segment.h
-            # applies the same type-field check to every 16-byte descriptor.
-            if bits(hi, 44, 40):
-                flags.add("upper-type-nonzero")
-            if hi & (mask(63, 45) | mask(39, 32)):
+            if kind == "call-gate":
+                # Figure 5-9 (and 5.8.3.1): upper dword bits 12:8 are a type
+                # field that must be 00000, the other bits reserved.
+                if bits(hi, 44, 40):
+                    flags.add("upper-type-nonzero")
+                if hi & (mask(63, 45) | mask(39, 32)):
+                    flags.add("upper-reserved")
+            elif bits(hi, 63, 32):
+                # Figure 6-8: the whole upper dword of an IDT gate is reserved.
                 flags.add("upper-reserved")
     d["anomalies"] = _ordered(DESCRIPTOR_ANOMALIES, flags)
     return d

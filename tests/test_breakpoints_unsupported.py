@@ -4,14 +4,15 @@ Runs everywhere (the live tests are in test_breakpoints.py); the host is
 made to look like another one by patching what ptrace.unavailable_reason
 reads.
 """
-import io
 
 import pytest
 
-from ksinspect.cli import main
 from ksinspect.errors import UnsupportedError
 from ksinspect.live import ptrace
-from ksinspect.live.debugger import Debugger
+from ksinspect.commands import breakpoints
+from ksinspect.live.debugger import PtraceDebugger
+
+from conftest import run_cli
 
 
 @pytest.mark.parametrize("platform_name, machine, words", [
@@ -24,15 +25,26 @@ def test_unsupported_hosts(monkeypatch, platform_name, machine, words):
     monkeypatch.setattr(ptrace.platform, "machine", lambda: machine)
     assert words in ptrace.unavailable_reason()
     with pytest.raises(UnsupportedError, match=words):
-        Debugger.start(["/bin/true"])
+        PtraceDebugger.start(["/bin/true"])
     with pytest.raises(UnsupportedError, match=words):
-        Debugger.attach(1)
+        PtraceDebugger.attach(1)
     with pytest.raises(UnsupportedError, match=words):
         ptrace.get_regs(1)
-    out, err = io.StringIO(), io.StringIO()
-    status = main(["break", "--sw", "main", "--", "/bin/true"], stream=out, errors=err)
-    assert status == 1 and err.getvalue().startswith("ksinspect: error: break: ")
-    assert words in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+@pytest.mark.skipif(breakpoints.WINDOWS, reason="on Windows `break` is the Win32 debugger "
+                    "(tests/test_win32_debugger.py)")
+@pytest.mark.parametrize("platform_name, machine, words", [
+    ("win32", "AMD64", "needs Linux"),
+    ("darwin", "arm64", "needs Linux"),
+    ("linux", "aarch64", "needs an x86-64 CPU"),
+])
+def test_break_command_refuses_in_one_line(monkeypatch, platform_name, machine, words):
+    monkeypatch.setattr(ptrace.sys, "platform", platform_name)
+    monkeypatch.setattr(ptrace.platform, "machine", lambda: machine)
+    status, _, err = run_cli("break", "--sw", "main", "--", "/bin/true")
+    assert status == 1 and err.startswith("ksinspect: error: break: ")
+    assert words in err and err.count("\n") == 1
 
 
 def test_debugreg_offsets_refuse_dr4_dr5():

@@ -1,7 +1,7 @@
 """A corpus of broken Windows input, through the library and the Windows commands.
 
 Every case is built from the layout JSON files by the test builders
-(tests/windows_image_builder.py for process memory, tests/eprocess_image_builder.py
+(tests/builders/windows_image_builder.py for process memory, tests/builders/eprocess_image_builder.py
 for kernel memory with a process list; both read the layouts with ``json``,
 independently of ksinspect.windows), then broken in one way:
 
@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eprocess_image_builder import standard_image
+from builders.eprocess_image_builder import standard_image
 from hang_guard import deadline
 from ksinspect.cli import main
 from ksinspect.errors import InvalidAddressError, UnknownLayoutError
@@ -45,8 +45,9 @@ from ksinspect.windows.layout import layout_from_dict
 from ksinspect.windows.peb import read_peb
 from ksinspect.windows.pslist import pslist
 from ksinspect.windows.psscan import psscan
-from windows_image_builder import (build_process, counted, layout_json, offset, put,
+from builders.windows_image_builder import (build_process, counted, layout_json, offset, put,
                                    write_pointer)
+from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
 PEB_LAYOUT = "win10-22h2-19045.2965-x64"
 KERNEL_LAYOUT = "win7-sp1-7601.17514-x64"
@@ -55,10 +56,7 @@ UNMAPPED = 0x00007FF0DEAD0000
 
 def run(*argv):
     """(status, stdout, stderr) of the CLI; notes written to sys.stderr included."""
-    out, err = io.StringIO(), io.StringIO()
-    with deadline(), redirect_stderr(err):
-        status = main([str(a) for a in argv], stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+    return run_cli(*argv, guarded=True)
 
 
 def assert_one_line(err, status, expected_status, *needles):

@@ -8,6 +8,7 @@ import pytest
 
 import ksinspect
 from ksinspect import _native
+from ksinspect._native import debugreg, paging, segment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
@@ -66,11 +67,11 @@ def test_struct_formats_match_the_compiled_layout():
     # from cffi's offsets, and each field must land where C put it.
     ffi = _native.ffi
     for ctype, fields, record in (
-            ("ksi_descriptor", _native.DESCRIPTOR_FIELDS, _native.DESCRIPTOR_RECORD),
-            ("ksi_pte", _native.PTE_FIELDS, _native.PTE_RECORD),
-            ("ksi_dr7", _native.DR7_FIELDS, _native.DR7_RECORD),
-            ("ksi_dr6", _native.DR6_FIELDS, _native.DR6_RECORD),
-            ("ksi_selector", _native.SELECTOR_FIELDS, _native.SELECTOR_RECORD)):
+            ("ksi_descriptor", segment.DESCRIPTOR_FIELDS, segment.DESCRIPTOR_RECORD),
+            ("ksi_pte", paging.PTE_FIELDS, paging.PTE_RECORD),
+            ("ksi_dr7", debugreg.DR7_FIELDS, debugreg.DR7_RECORD),
+            ("ksi_dr6", debugreg.DR6_FIELDS, debugreg.DR6_RECORD),
+            ("ksi_selector", segment.SELECTOR_FIELDS, segment.SELECTOR_RECORD)):
         assert record.size == ffi.sizeof(ctype)
         value = ffi.new(ctype + " *")
         scalar = [name for name in fields if "[" not in name]
@@ -82,8 +83,19 @@ def test_struct_formats_match_the_compiled_layout():
 
 def test_dr7_batch_entry_point_matches_single_decodes():
     values = [0x400, 0xD0402, 0x00000000000F0403, 0xFFFFFFFF00000000, 0]
-    options = _native.DR_OPTION_LONG_MODE
-    rows = _native.decode_dr7_batch(values, options)
-    record = _native.DR7_RECORD
+    options = debugreg.DR_OPTION_LONG_MODE
+    rows = debugreg.decode_dr7_batch(values, options)
+    record = debugreg.DR7_RECORD
     batch = [record.unpack_from(rows, i * record.size) for i in range(len(values))]
-    assert batch == [_native.decode_dr7(v, options) for v in values]
+    assert batch == [debugreg.decode_dr7(v, options) for v in values]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the per-call glue is built "
+                    "by setup.py where a C compiler for this Python exists (Linux here)")
+def test_the_per_call_glue_is_built_for_this_version():
+    # setup.py builds it as optional (a platform without a compiler runs the
+    # Python path), so a build that broke would otherwise go unnoticed.
+    assert _native.percall is not None, "ksinspect._percall did not build: see setup.py"
+    assert _native.percall.BUILD_VERSION == ksinspect.__version__
+    for name in build_core.PERCALL_SOURCES[1:]:
+        assert name in build_core.SOURCES      # the core sources it calls, no others

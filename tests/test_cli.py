@@ -13,12 +13,10 @@ import sys
 import pytest
 
 from ksinspect.cli import main
+from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+run = run_cli
 
 
 def test_selector_json():
@@ -70,7 +68,8 @@ def test_pte_csv_and_jsonl():
     status, out, _ = run("pte", "fee000e3", "--mode", "4level", "--level", "2", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert status == 0 and len(rows) == 1
-    assert rows[0]["frame"] == str(0xFEE00000) and rows[0]["page_size"] == str(2 << 20)
+    # CSV writes addresses and sizes in hex (README, "The command line").
+    assert rows[0]["frame"] == "0xfee00000" and rows[0]["page_size"] == "0x200000"
     status, out, _ = run("pte", "fee000e3", "--mode", "4level", "--level", "2", "--format", "jsonl")
     assert json.loads(out)["memory_type"] == "WB"
 
@@ -133,3 +132,78 @@ def test_console_script_and_module_entry_points():
     result = subprocess.run([sys.executable, "-m", "ksinspect", "dr6", "fffe0ff0", "--json"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and json.loads(result.stdout)["rtm"] is True
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_taken_before_or_after_the_command(tmp_path, where):
+    """`ksinspect info nosuch --debug` shows the traceback of the error (it
+    was "unrecognized arguments: --debug"); without --debug, one line, exit 1."""
+    missing = str(tmp_path / "nosuch")
+    argv = ["--debug", "info", missing] if where == "before" else ["info", missing, "--debug"]
+    proc = subprocess.run([sys.executable, "-m", "ksinspect", *argv], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "unrecognized arguments" not in proc.stderr
+    plain = subprocess.run([sys.executable, "-m", "ksinspect", "info", missing],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and len(plain.stderr.splitlines()) == 1
+    assert "Traceback" not in plain.stderr
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["info", "-"], "IMAGE"),
+    (["gdt", "-"], "SOURCE"),
+    (["idt", "tests/data/qemu/x86_64-4level/core-trimmed.elf.xz", "--symbols", "-"],
+     "--symbols"),
+    (["info", "tests/data/qemu/x86_64-4level/core-trimmed.elf.xz", "--registers", "-"],
+     "--registers"),
+    (["psscan", "x.raw", "--layout", "-"], "--layout"),
+])
+def test_dash_is_refused_as_standard_input_in_one_line(argv, name):
+    """`-` is not a file named "-" (which would be 'No such file'): one line
+    saying standard input cannot be read there, exit 2."""
+    status, out, err = run(*argv)
+    assert status == 2 and out == "" and len(err.splitlines()) == 1
+    assert ("argument %s: standard input (-) cannot be read here" % name) in err
+
+
+def _subcommands():
+    import argparse
+    from ksinspect.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_positional_argument_has_help():
+    missing = ["%s %s" % (name, action.metavar or action.dest)
+               for name, p in _subcommands().items() for action in p._actions
+               if not action.option_strings and not action.help]
+    assert missing == []
+
+
+def test_pte_level_is_hex_like_every_number():
+    """--level 0x2 is level 2 (a PDE; with PS=1 a 2 MiB page, SDM §4.5 Table 4-18)."""
+    for level in ("2", "0x2", "0n2"):
+        status, out, err = run("pte", "fee000e3", "--paging-mode", "4level", "--level", level,
+                               "--json")
+        assert status == 0, err
+        assert json.loads(out)["page_size"] == 2 << 20
+
+
+@pytest.mark.parametrize("argv, names", [
+    # SDM vol. 3A §3.4.2 Figure 3-6: Index 15:3, TI 2, RPL 1:0
+    (["selector", "33"], {"Index", "TI", "RPL"}),
+    # SDM vol. 3B §17.2.3 Figure 17-1: B0-B3, BD, BS, BT (and active-low BLD, RTM)
+    (["dr6", "ffff4ff1"], {"B0", "B1", "B2", "B3", "BD", "BS", "BT"}),
+])
+def test_selector_and_dr6_draw_svg_like_the_other_decoders(tmp_path, argv, names):
+    import xml.etree.ElementTree as ET
+    path = tmp_path / "picture.svg"
+    status, out, err = run(*argv, "--svg", str(path))
+    assert status == 0, err
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg")
+    texts = {(t.text or "").strip() for t in root.iter() if t.tag.endswith("text")}
+    assert names <= texts

@@ -4,7 +4,6 @@ Sources: Intel SDM vol. 3B 17.2.3 (DR6, Figure 17-1), 17.2.4 (DR7, Figure
 17-2), 17.2.5 (breakpoint field recognition / alignment); the register dump
 of the Linux guest in tests/data/qemu (DR6=ffff0ff0, DR7=400).
 """
-import json
 
 import pytest
 
@@ -12,7 +11,7 @@ from ksinspect.errors import DecodeError, EncodeError
 from ksinspect.x86 import DR6, DR7, Breakpoint, Condition, encode_dr7
 
 from reference_model import qemu_file, qemu_registers
-from html_check import parse_view
+from conftest import check_teaching_forms, run_cli
 
 
 def bp(d, n):
@@ -263,10 +262,11 @@ def test_dr6_too_wide():
 def test_text_forms():
     for value in (DR7.decode(0x400), DR7.decode(0x2B502776, cr4_de=True), DR7.decode(0),
                   DR6.decode(0xFFFF0FF0), DR6.decode(0xFFFE4FF1)):
-        line = str(value)
-        assert line and "\n" not in line
-        text = value.explain()
-        assert "SDM" in text and "\n" in text
-        parse_view(value._repr_html_(), str(value))
-        d = value.to_dict()
-        assert json.loads(json.dumps(d)) == d
+        check_teaching_forms(value)
+
+
+def test_dr7_value_and_set_together_says_not_both():
+    status, _, err = run_cli("dr7", "123", "--set", "0:write:4")
+    assert status == 2 and "not both" in err and len(err.splitlines()) == 1
+    status, _, err = run_cli("dr7")
+    assert status == 2 and "not both" not in err and "DR7 VALUE" in err

@@ -14,22 +14,9 @@ import pytest
 from ksinspect.errors import DecodeError, TruncatedDataError
 from ksinspect.x86 import Gate, SegmentDescriptor, decode_descriptor_table
 
+from builders.descriptors import gate_qword as gate, segment_qword as make
 from reference_model import (PhysicalMemory, qemu_file, qemu_registers, ref_translate)
-from html_check import parse_view
-
-
-def make(base=0, limit=0, type_=0, s=1, dpl=0, p=1, avl=0, l=0, db=0, g=0):
-    """Assemble the low qword of a descriptor from its fields (SDM Figure 3-8)."""
-    return ((limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (type_ << 40) | (s << 44)
-            | (dpl << 45) | (p << 47) | (((limit >> 16) & 0xF) << 48) | (avl << 52)
-            | (l << 53) | (db << 54) | (g << 55) | (((base >> 24) & 0xFF) << 56))
-
-
-def gate(offset, selector, type_, dpl=0, p=1, byte4=0):
-    """Low qword of a gate (Figures 5-8, 6-2, 6-8): offset 15:0, selector, byte 4,
-    type/DPL/P, offset 31:16."""
-    return ((offset & 0xFFFF) | (selector << 16) | (byte4 << 32) | (type_ << 40)
-            | (dpl << 45) | (p << 47) | (((offset >> 16) & 0xFFFF) << 48))
+from conftest import check_teaching_forms
 
 
 def d(lo, hi=None, mode="legacy"):
@@ -648,11 +635,7 @@ def test_text_forms():
                   SegmentDescriptor.decode(LINUX_IDT[0][1], LINUX_IDT[0][2], mode="long"),
                   SegmentDescriptor.decode(0x0000850000500000, mode="legacy"),
                   SegmentDescriptor.decode(0, mode="legacy")):
-        line = str(value)
-        assert line and "\n" not in line
-        text = value.explain()
-        assert "SDM" in text and text.count("\n") >= 3
-        parse_view(value._repr_html_(), str(value))
+        check_teaching_forms(value, explain_newlines=3)
     gate_html = SegmentDescriptor.decode(LINUX_IDT[0][1], LINUX_IDT[0][2], mode="long")._repr_html_()
     if "->" in str(SegmentDescriptor.decode(LINUX_IDT[0][1], LINUX_IDT[0][2], mode="long")):
         assert "-&gt;" in gate_html
@@ -664,3 +647,38 @@ def test_to_dict_is_json_ready():
                          (LINUX_IDT[3][1], LINUX_IDT[3][2], "long")):
         x = d(lo, hi, mode)
         assert json.loads(json.dumps(x)) == x
+
+
+def test_attributes_word_is_bits_55_to_40_without_the_limit():
+    # __KERNEL_CS 0x00af9b000000ffff (SDM §3.4.5 Figure 3-8): access byte 0x9b
+    # (P=1, DPL=0, S=1, type 1011) in bits 47:40, flags nibble 0xa (G=1, L=1) in 55:52.
+    assert SegmentDescriptor.decode(0x00AF9B000000FFFF, mode="long").attributes == 0xA09B
+    # A 16-bit data segment with limit bits 19:16 set: they are not attributes.
+    assert SegmentDescriptor.decode(0x000F93000000FFFF, mode="legacy").attributes == 0x0093
+
+
+# ------------------------------------------ the upper dword of a 16-byte entry ---
+
+@pytest.mark.parametrize("type_", [0xE, 0xF], ids=["interrupt-gate", "trap-gate"])
+def test_64_bit_idt_gate_upper_dword_is_reserved_whole(type_):
+    # SDM vol. 3A §6.14.1, Figure 6-8 (64-Bit IDT Gate Descriptors): bytes 15:12
+    # are one Reserved field; unlike the call gate (Figure 5-9) and the TSS/LDT
+    # descriptor (Figure 7-4) there is no type field of 0 in bits 12:8.
+    lo = gate(0x81C00990, 0x10, type_)
+    for hi in (0xFFFFFFFF | 1 << 40, 0xFFFFFFFF | 0x1F << 40, 0xFFFFFFFF | 1 << 63,
+               0xFFFFFFFF | 1 << 32):
+        assert d(lo, hi, mode="long")["anomalies"] == ["upper-reserved"], hex(hi)
+    g = SegmentDescriptor.decode(lo, 0xFFFFFFFF | 0x0C << 40, mode="long")
+    upper = [(f.name, f.msb, f.lsb) for f in g.fields() if f.lsb >= 64]
+    assert upper == [("Reserved", 127, 96), ("Offset 63:32", 95, 64)]
+    # what is flagged in the picture is the set bits of that reserved dword
+    assert g.anomaly_bits() == 0x0C << 104
+
+
+def test_call_gate_and_tss_keep_the_type_field_of_0():
+    # Figures 5-9 and 7-4: bits 12:8 of the upper dword are 00000.
+    for lo in (gate(0x81001234, 0x0010, 0xC, dpl=3), QEMU_TSS[0]):
+        g = SegmentDescriptor.decode(lo, 0xFFFFFFFF | 1 << 44, mode="long")
+        assert g.to_dict()["anomalies"] == ["upper-type-nonzero"]
+        upper = [(f.name, f.msb, f.lsb) for f in g.fields() if f.lsb >= 64]
+        assert upper[:3] == [("Reserved", 127, 109), ("Zero", 108, 104), ("Reserved", 103, 96)]

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import fuzz  # noqa: E402  (tools/fuzz.py)
 
-from pagetable_builder import PageTableBuilder  # noqa: E402
+from builders.pagetable_builder import PageTableBuilder  # noqa: E402
 
 
 def test_every_harness_is_listed_and_has_seeds():

@@ -1,168 +1,62 @@
-"""Live tests of the PEB of a Windows program running under Wine.
+"""Live tests of the PEB of a Windows program running under Wine (read from Linux).
 
 tests/programs/peb_self.c is compiled with mingw-w64 in the session set-up
 and run under Wine in a private prefix. It prints what Windows tells it
 about itself (NtQueryInformationProcess's PebBaseAddress, NtCurrentTeb(),
-GetModuleHandle(NULL), GetCommandLineW, EnumProcessModules with
-GetModuleInformation / GetModuleFileNameExW); those are the expected values.
-The loader's module list varies from run to run, so it is compared with what
+GetModuleHandle(NULL), GetCommandLineW, GetEnvironmentStringsW,
+EnumProcessModules with GetModuleInformation / GetModuleFileNameExW) and its
+Linux PID (a raw getpid system call); those are the expected values. The
+loader's module list varies from run to run, so it is compared with what
 the program printed, never with a fixed list.
+
+With a 32-bit Wine installed, ``wine peb_self.exe`` runs it under
+``start.exe /exec``: ``Popen.pid`` is start.exe's (tests/wine_programs.py
+keeps both PIDs). ``ksinspect peb --pid`` of start.exe follows it to the
+program; the tests check that with an explicit ``wine start.exe /exec`` too,
+so it runs with or without wine32. The 32-bit program's ``_PEB32`` (WoW64)
+is read where a 32-bit Wine is installed, and skipped, saying what to
+install, where it is not.
 
 Needs Linux x86-64 with ``wine`` and ``x86_64-w64-mingw32-gcc`` (Debian:
 ``apt-get install -y --no-install-recommends wine wine64
 gcc-mingw-w64-x86-64-win32``); skipped otherwise, with the reason. The
 prefix is made once per session (about 10-30 s); each test ends the
-processes it started, by PID, and the session ends with ``wineserver -w``.
+processes it started, by PID, and the session ends with ``wineserver -k`` of
+its own prefix.
 """
 import errno
-import io
 import json
 import os
-import platform
-import select
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from ksinspect.cli import main
+import wine_programs
+from conftest import run_cli
 from ksinspect.errors import LiveOSError, NoTebError
 from ksinspect.live import wine
 from ksinspect.live.proc_memory import ProcessMemory
 from ksinspect.live.windows_process import bootstrap_layout, inspect_live_peb
+from wine_programs import ARGS, module_differences, status as _status
 
 pytestmark = pytest.mark.live
-
-PROGRAM = os.path.join(os.path.dirname(__file__), "programs", "peb_self.c")
-MINGW = "x86_64-w64-mingw32-gcc"
-# Arguments chosen to exercise Wine's quoting: a space, a double quote, a backslash.
-ARGS = ["plain", "with space", 'with "quote"', "back\\slash"]
-READY_TIMEOUT = 60
-
-
-def _missing() -> str:
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
-        return "Wine tests need Linux on x86-64 (this is %s / %s)" % (sys.platform,
-                                                                       platform.machine())
-    absent = [tool for tool in ("wine", "wineserver", MINGW) if shutil.which(tool) is None]
-    if absent:
-        return ("not installed: %s (apt-get install -y --no-install-recommends wine wine64 "
-                "gcc-mingw-w64-x86-64-win32)" % ", ".join(absent))
-    return ""
 
 
 @pytest.fixture(scope="session")
 def wine_env(tmp_path_factory):
     """A compiled peb_self.exe and a private, initialised WINEPREFIX."""
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
+    wine_programs.require()
     root = tmp_path_factory.mktemp("wine")
-    exe = root / "peb_self.exe"
-    built = subprocess.run([MINGW, "-O2", "-Wall", "-Wextra", "-Wno-array-bounds", "-o",
-                            str(exe), PROGRAM, "-lpsapi"], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
-    env = dict(os.environ, WINEPREFIX=str(root / "prefix"), WINEDEBUG="-all",
-               WINEDLLOVERRIDES="mscoree,mshtml=")
-    env.pop("DISPLAY", None)
-    # Under tools/sanitize_test.py the ASan runtime is preloaded for our C core;
-    # Wine is not built for it and refuses to start with it.
-    env.pop("LD_PRELOAD", None)
-    started = time.monotonic()
-    subprocess.run(["wine", "wineboot", "--init"], env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=300, check=True)
-    subprocess.run(["wineserver", "-w"], env=env, timeout=120, check=True)
-    print("\nWine prefix initialised in %.1f s" % (time.monotonic() - started))
-    yield {"exe": str(exe), "env": env, "root": root}
-    subprocess.run(["wineserver", "-w"], env=env, timeout=120)
+    env = wine_programs.wine_environment(root / "prefix")
+    print("\nWine prefix initialised in %.1f s" % wine_programs.make_prefix(env))
+    yield {"exe": wine_programs.build(root, 64), "env": env, "root": root}
+    # The prefix is this session's own: end its wineserver (and what it still runs).
+    subprocess.run(["wineserver", "-k"], env=env, timeout=120)
 
 
-class WineProgram:
-    """peb_self.exe running under Wine; its key=value report parsed."""
-
-    def __init__(self, wine_env, *extra):
-        self.process = subprocess.Popen(
-            ["wine", wine_env["exe"], *extra], env=wine_env["env"], cwd=str(wine_env["root"]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.pid = self.process.pid
-        self._pending = b""
-        self.values = {}
-        self.modules = []
-        try:
-            self._read_report()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _line(self, timeout: float) -> str:
-        """The next line of output (unbuffered reads, so select() sees every byte)."""
-        deadline = time.monotonic() + timeout
-        fd = self.process.stdout.fileno()
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("peb_self.exe (pid %d) said nothing for %.0f s"
-                                     % (self.pid, timeout))
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise AssertionError("peb_self.exe (pid %d) ended early: %r"
-                                         % (self.pid, self.process.poll()))
-                self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line.decode("utf-8").rstrip("\r")
-
-    def _read_report(self) -> None:
-        while True:
-            line = self._line(READY_TIMEOUT)
-            if line == "ready":
-                return
-            key, _, value = line.partition("=")
-            assert key != "error", value
-            if key == "module":
-                base, size, entry, path = value.split(" ", 3)
-                self.modules.append((int(base, 16), int(size, 16), int(entry, 16), path))
-            else:
-                self.values[key] = value
-
-    def hex(self, key: str) -> int:
-        return int(self.values[key], 16)
-
-    def ping(self) -> str:
-        self.process.stdin.write(b"ping\n")
-        self.process.stdin.flush()
-        return self._line(10)
-
-    def stop(self) -> None:
-        """End the program: end of input, then SIGKILL to this PID if it lingers."""
-        if self.process.poll() is None:
-            try:
-                self.process.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def program(wine_env):
-    running = WineProgram(wine_env, *ARGS)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def masquerading(wine_env):
-    running = WineProgram(wine_env, "--masquerade", *ARGS)
-    yield running
-    running.stop()
+program = wine_programs.program_fixture("program", "wine_env")
+masquerading = wine_programs.program_fixture("masquerading", "wine_env", "--masquerade")
 
 
 @pytest.fixture(scope="module")
@@ -170,15 +64,53 @@ def peb(program):
     return inspect_live_peb(program.pid)
 
 
-def _status(pid: int) -> dict:
-    with open("/proc/%d/status" % pid) as handle:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in handle if ":\t" in line)
+def _comm(pid: int) -> str:
+    with open("/proc/%d/comm" % pid) as handle:
+        return handle.read().strip()
 
 
-def test_the_popen_pid_is_the_windows_process(program):
-    with open("/proc/%d/comm" % program.pid) as handle:
-        assert handle.read().strip() == "peb_self.exe"
-    assert int(program.values["pid"]) != program.pid   # Wine's own process IDs
+def test_the_program_is_its_own_linux_pid_or_start_exe_runs_it(program):
+    assert _comm(program.pid) == "peb_self.exe"
+    assert program.windows_pid != program.pid           # Wine's own process IDs
+    if program.launcher_pid != program.pid:
+        # wine32 installed: `wine` ran the 64-bit program under start.exe /exec.
+        assert _comm(program.launcher_pid) == "start.exe"
+        assert wine_programs.missing32() == ""
+
+
+def test_start_exe_pid_is_followed_to_the_program(wine_env):
+    """`wine start.exe /exec prog.exe ARGS` (what `wine prog.exe` does when a
+    32-bit Wine is installed): the start.exe PID leads to the program."""
+    with wine_programs.start(wine_env, "/exec", wine_env["exe"], "--masquerade", *ARGS,
+                             exe="start.exe") as running:
+        assert running.launcher_pid != running.pid and _comm(running.launcher_pid) == "start.exe"
+        peb = inspect_live_peb(running.launcher_pid)
+        assert peb.address == running.hex("peb")
+        assert peb.command_line == running.values["spoofed_command_line"]
+        note = next(n for n in peb.notes if "start.exe" in n)
+        assert "followed to the program it started" in note
+        assert note.endswith("PID %d (peb_self.exe)" % running.pid)
+        status, out, err = run_cli("peb", "--pid", running.launcher_pid, "--json")
+        assert status == 0, err
+        data = json.loads(out)
+        assert data["address"] == running.hex("peb")
+        assert any("PID %d (peb_self.exe)" % running.pid in n for n in data["notes"])
+    # start.exe ended with its program: its PID is no longer there to follow.
+    with pytest.raises(LiveOSError):
+        inspect_live_peb(running.launcher_pid)
+
+
+def test_start_exe_whose_program_ended_is_one_line(wine_env):
+    """start.exe whose program is gone (here: killed, start.exe still waits on it
+    for an instant, or the PID is reused) must not be read as the program."""
+    with wine_programs.start(wine_env, "/exec", wine_env["exe"], *ARGS,
+                             exe="start.exe") as running:
+        os.kill(running.pid, 9)
+        code, _, err = run_cli("peb", "--pid", running.launcher_pid)
+        lines = err.splitlines()
+        assert code == 1 and len(lines) == 1, err
+        assert str(running.launcher_pid) in lines[0]
+        assert "start.exe" in lines[0] or "no process" in lines[0]
 
 
 def test_peb_agrees_with_what_the_program_printed(program, peb):
@@ -187,20 +119,22 @@ def test_peb_agrees_with_what_the_program_printed(program, peb):
     assert peb.command_line == program.values["command_line"]
     assert not peb.being_debugged
     assert peb.layout.arch == "x64"
-    printed = {base: (size, entry, path) for base, size, entry, path in program.modules}
-    ours = {m.base: (m.size, m.entry_point, m.path) for m in peb.modules}
     assert program.modules, "the program listed no modules"
-    for base, expected in printed.items():
-        assert ours.get(base) == expected, "module at %#x" % base
+    assert not module_differences(program, peb.modules)
     main_image = next(m for m in peb.modules if m.base == peb.image_base)
     assert main_image.path == peb.image_path
-    assert [m.base for m in peb.modules if "load" in m.lists] == list(printed)
+    assert [m.base for m in peb.modules if "load" in m.lists] == [m[0] for m in program.modules]
 
 
 def test_command_line_splits_into_the_unix_arguments(program, peb):
     args = wine.split_windows_command_line(peb.command_line)
     assert args[1:] == ARGS
     assert args[0].lower().endswith("peb_self.exe")
+
+
+def test_environment_is_the_programs(program, peb):
+    assert list(peb.environment) == program.environment
+    assert any(item.startswith("WINEPREFIX=") for item in peb.environment)
 
 
 def test_teb_is_the_main_threads_gs_base(program):
@@ -238,10 +172,9 @@ def test_target_keeps_running_after_inspection(program):
 
 
 def test_cli_json(program):
-    out, err = io.StringIO(), io.StringIO()
-    assert main(["peb", "--pid", str(program.pid), "--format", "json"], stream=out,
-                errors=err) == 0, err.getvalue()
-    data = json.loads(out.getvalue())
+    status, out, err = run_cli("peb", "--pid", program.pid, "--format", "json")
+    assert status == 0, err
+    data = json.loads(out)
     for key in ("address", "being_debugged", "image_base", "ldr", "process_parameters",
                 "image_path", "command_line", "current_directory", "modules", "checks"):
         assert key in data
@@ -316,9 +249,9 @@ sys.stdin.read()
 
 def test_a_pid_that_does_not_exist(wine_env):
     pid = _unused_pid()
-    out, err = io.StringIO(), io.StringIO()
-    assert main(["peb", "--pid", str(pid)], stream=out, errors=err) == 1
-    lines = err.getvalue().splitlines()
+    code, _, err = run_cli("peb", "--pid", pid)
+    lines = err.splitlines()
+    assert code == 1, err
     assert len(lines) == 1 and str(pid) in lines[0] and "no process" in lines[0]
     with pytest.raises(LiveOSError) as caught:
         inspect_live_peb(pid)
@@ -326,16 +259,15 @@ def test_a_pid_that_does_not_exist(wine_env):
 
 
 def test_a_linux_process_has_no_teb():
-    if _missing():
-        pytest.skip(_missing())
+    wine_programs.require()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         with pytest.raises(NoTebError) as caught:
             inspect_live_peb(sleeper.pid)
         assert caught.value.pid == sleeper.pid
-        out, err = io.StringIO(), io.StringIO()
-        assert main(["peb", "--pid", str(sleeper.pid)], stream=out, errors=err) == 1
-        lines = err.getvalue().splitlines()
+        code, _, err = run_cli("peb", "--pid", sleeper.pid)
+        lines = err.splitlines()
+        assert code == 1, err
         assert len(lines) == 1
         assert "not a Windows program running under Wine" in lines[0] and "TEB" in lines[0]
         assert sleeper.poll() is None and _status(sleeper.pid)["TracerPid"] == "0"
@@ -350,3 +282,33 @@ def _unused_pid() -> int:
     while os.path.exists("/proc/%d" % pid):
         pid -= 1
     return pid
+
+
+# -- a 32-bit program (WoW64), where a 32-bit Wine is installed ---------------------
+
+program32 = wine_programs.program_fixture("program32", "wine_env", "--masquerade", bits=32)
+
+
+def test_a_32bit_programs_peb32_from_linux(program32):
+    assert program32.values["bits"] == "32" and program32.values["wow64"] == "1"
+    assert program32.launcher_pid == program32.pid       # the 32-bit loader runs it itself
+    peb = inspect_live_peb(program32.pid)
+    assert peb.struct_name == "_PEB32" and peb.layout.arch == "x64"
+    assert peb.loader_layout.arch == "x86"
+    assert peb.address == program32.hex("peb")
+    assert peb.image_base == program32.hex("image_base")
+    assert peb.command_line == program32.values["spoofed_command_line"]
+    assert list(peb.environment) == program32.environment
+    assert any("FS base" in note and "%#x" % program32.hex("teb") in note for note in peb.notes)
+    assert not module_differences(program32, peb.modules, ("size", "entry_point"))
+    # The masquerade is caught here as in a 64-bit process.
+    checks = {c.name: c for c in peb.checks}
+    assert not checks["command line vs /proc/%d/cmdline" % program32.pid].agree
+    image = next(c for c in peb.checks if c.name.startswith("image path vs the file mapped"))
+    assert not image.agree and image.theirs.endswith("/peb_self32.exe")
+    hidden = int(program32.values["unlinked"].split(" ", 1)[0], 16)
+    assert any(not c.agree and ("at %#x" % hidden) in c.name for c in peb.checks)
+    for check in peb.checks:
+        if check.name.startswith(("SizeOfImage", "entry point", "module ")):
+            assert check.agree, str(check)
+    assert program32.ping().startswith("pong ")

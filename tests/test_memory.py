@@ -6,14 +6,13 @@ Expected values come from sources independent of the code under test:
   text, parsed here with a few regular expressions, and meta.json written by
   tools/make_qemu_fixture.py (the QEMU note fields it decoded, the pages it
   kept); the PT_LOAD table is re-read with tests/reference_model.py;
-* synthetic images from tests/image_builder.py, written from the ELF gABI
+* synthetic images from tests/builders/image_builder.py, written from the ELF gABI
   (ELF header, program header, notes), QEMU's target/i386/arch_dump.c
   (struct QEMUCPUState) and LiME's format description;
 * paging-mode rules from the Intel SDM vol. 3A §4.1.1 Table 4-1 (CR0.PG,
   CR4.PAE, CR4.LA57, IA32_EFER.LME/LMA).
 """
 import glob
-import io
 import json
 import lzma
 import os
@@ -27,10 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_builder import (EM_386, build_elf_core, build_lime, build_note, build_raw,
+from builders.image_builder import (EM_386, build_elf_core, build_lime, build_note, build_raw,
                            elf_offsets, lime_header, qemu_cpu_state, qword_page,
                            runs_from_pages)
-from ksinspect.cli import main
+from conftest import run_cli
 from ksinspect.errors import ImageFormatError, InvalidAddressError, KsinspectError
 from ksinspect.memory import (CpuState, PhysicalMemory, Run, SegmentCache, open_image,
                               open_image_bytes, parse_info_registers)
@@ -67,12 +66,6 @@ def info_registers(profile):
 def meta(profile):
     with open(fixture(profile, "meta.json")) as fh:
         return json.load(fh)
-
-
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module", params=PROFILES)
@@ -140,7 +133,7 @@ def test_fixture_values_written_out():
         assert cpu.kernel_gs_base is None and not cpu.nxe()
     with open_image(fixture("i386-pae", "core-trimmed.elf.xz")) as memory:
         # PAE: CR3 bits 31:5 locate the 32-byte PDPT (SDM §4.4.1).
-        assert memory.cpu.cr3 == 0x221A8E0 and memory.cpu.table_root() == 0x221A8E0
+        assert memory.cpu.cr3 == 0x221AE60 and memory.cpu.table_root() == 0x221AE60
 
 
 def test_fixture_registers_file_adds_efer(profile_image):
@@ -178,9 +171,9 @@ def test_parse_info_registers_on_fixtures(profile_image):
 def test_parse_info_registers_literal_values():
     text = open(fixture("i386-pae", "info-registers.txt")).read()
     cpu = parse_info_registers(text)
-    assert cpu.efer == 0x800 and cpu.cr3 == 0x0221A8E0 and cpu.rip == 0xC192FCF3
-    assert cpu.segments["fs"] == SegmentCache(0xD8, 0x05F06000, 0xFFFFFFFF, 0x008F9300)
-    assert cpu.general["eax"] == 0xC192FCE0
+    assert cpu.efer == 0x800 and cpu.cr3 == 0x0221AE60 and cpu.rip == 0xC19386C3
+    assert cpu.segments["fs"] == SegmentCache(0xD8, 0x05EFA000, 0xFFFFFFFF, 0x008F9300)
+    assert cpu.general["eax"] == 0xC19386B0
     text = open(fixture("x86_64-5level", "info-registers.txt")).read()
     cpu = parse_info_registers(text)
     assert cpu.efer == 0xD01 and cpu.cr4 == 0x751EF0 and cpu.paging_mode() == "5level"
@@ -487,7 +480,7 @@ BAD_IMAGES = {
     "corrupt.xz": (b"\xfd7zXZ\x00" + bytes(range(200)), "corrupt xz"),
     "truncated.elf.xz": (_xz(_core())[:-30], "corrupt xz"),
     "corrupt.gz": (b"\x1f\x8b\x08\x00" + bytes(100), "corrupt gzip"),
-    "kdump-compressed": (b"KDUMP   " + bytes(4096), "makedumpfile"),
+    "kdump-compressed": (b"KDUMP   " + bytes(4096), "kdump header"),
 }
 
 
@@ -622,9 +615,11 @@ def test_cli_info_json_with_registers():
     doc = json.loads(out)
     assert status == 0
     assert doc["format"] == "elf-qemu" and doc["paging_mode"] == "pae"
-    assert doc["cpu"]["efer"] == 0x800 and doc["cpu"]["cr3"] == 0x221A8E0
+    assert doc["cpu"]["efer"] == 0x800 and doc["cpu"]["cr3"] == 0x221AE60
     assert doc["cpu"]["segments"]["tr"]["flags"] == 0xFF008940
-    assert len(doc["runs"]) == 17 and doc["size"] == 33 * 4096
+    trimmed = meta(profile)["core_trimmed"]       # what the fixture tool wrote
+    assert len(doc["runs"]) == trimmed["pt_load_runs"]
+    assert doc["size"] == trimmed["pages_kept"] * 4096
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -635,7 +630,9 @@ def test_cli_info_rows(fmt):
     lines = out.splitlines()
     if fmt == "csv":
         assert lines[0].startswith("kind,name,value,start,end,size,offset")
-        assert sum(line.startswith("run,") for line in lines) == 11
+        # one row per PT_LOAD run of the trimmed core, as the fixture tool counted them
+        runs = meta("i386-2level")["core_trimmed"]["pt_load_runs"]
+        assert sum(line.startswith("run,") for line in lines) == runs
     else:
         rows = [json.loads(line) for line in lines]
         assert {"kind": "paging", "name": "mode", "value": "32"}.items() <= \

@@ -17,14 +17,51 @@ import sys
 
 import pytest
 
+if os.environ.get("KSINSPECT_SANITIZED"):
+    # tools/sanitize_test.py (CI's slowest step): the notebooks call library paths the unit tests already run on the sanitized core.
+    pytest.skip("not run under the sanitizers: the notebooks call library paths the unit tests already run on the sanitized core", allow_module_level=True)
+
+import json
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NOTEBOOK_DIR = os.path.join(os.path.dirname(HERE), "notebooks")
+NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
+
+
+def _cells(path, kind):
+    with open(path, encoding="utf-8") as fh:
+        return ["".join(c["source"]) for c in json.load(fh)["cells"] if c["cell_type"] == kind]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_markdown_has_no_accidental_headings(path):
+    # A wrapped line that starts with "#DB" is a heading to some Markdown
+    # renderers (issue 18 item 26): a heading is "#" at column 0 and a space.
+    for text in _cells(path, "markdown"):
+        fenced = False
+        for line in text.splitlines():
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+            if not fenced and line.lstrip().startswith("#"):
+                assert re.match(r"#{1,6} \S", line), line
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_a_displayed_value_is_not_printed_too(path):
+    # display(x) shows the picture and a table of the fields; printing
+    # x.explain() beside it lists the same fields a third time.
+    for text in _cells(path, "code"):
+        printed = set(re.findall(r"print\((\w+)\.explain\(\)\)", text))
+        shown = set(re.findall(r"display\((\w+)\)", text))
+        assert not printed & shown, text[:80]
+
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-NOTEBOOK_DIR = os.path.join(os.path.dirname(HERE), "notebooks")
-NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
 LIVE = {"01-selectors-and-descriptors.ipynb", "04-debug-registers-and-breakpoints.ipynb"}
 ON_LINUX_X86_64 = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 

@@ -1,25 +1,32 @@
 """ksinspect.paging: page walks in every mode over images from the page-table
-builder (tests/pagetable_builder.py), whose bookkeeping is the expected value,
+builder (tests/builders/pagetable_builder.py), whose bookkeeping is the expected value,
 plus hostile tables (loops, self-maps, truncated images) and random images.
 
 Rules: Intel SDM vol. 3A §4.3 (32-bit paging, PSE, PSE-36), §4.4 (PAE),
 §4.5 (4-level, 5-level, canonical addresses), §4.6 (rights), §4.7 (reserved bits).
 """
+import csv
 import io
+import pickle
+from array import array
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_builder import build_elf_core, qemu_cpu_state
+from builders.image_builder import build_elf_core, qemu_cpu_state
+from ksinspect._native import walk
 from ksinspect.cli import main
 from ksinspect.errors import DecodeError, ImageFormatError, InvalidAddressError, KsinspectError
 from ksinspect.memory import PhysicalMemory, Run, open_image_bytes
-from ksinspect.paging import AddressSpace, Mapping, WalkLimitError
-from pagetable_builder import NX, PAGE, PS, P, RW, US, PageTableBuilder
+from ksinspect.paging import UNMAPPED, AddressSpace, Mapping, WalkLimitError, WalkReason
+from builders.pagetable_builder import NX, PAGE, PS, P, RW, US, PageTableBuilder
 from html_check import parse_view
+from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
 GIB, MIB = 1 << 30, 1 << 20
 MODES = ("32", "pae", "4level", "5level")
@@ -100,7 +107,7 @@ def test_walk_path_names_levels(mode):
     assert names == {"32": ["PDE", "PTE"], "pae": ["PDPTE", "PDE", "PTE"],
                      "4level": ["PML4E", "PDPTE", "PDE", "PTE"],
                      "5level": ["PML5E", "PML4E", "PDPTE", "PDE", "PTE"]}[mode]
-    assert t.path[-1].entry.leaf and t.leaf is t.path[-1].entry
+    assert t.path[-1].entry.leaf and t.leaf == t.path[-1].entry
     assert [s.index for s in t.path] == [i for _, i in b.indices(0x08048000)]
 
 
@@ -221,13 +228,32 @@ def test_global_and_dirty_bits_are_in_the_leaf():
                                      ("4level", 0xFFFF_7FFF_FFFF_FFFF),
                                      ("5level", 0x0100_0000_0000_0000),
                                      ("32", 1 << 32), ("pae", 0x1_0000_0000)])
-def test_non_canonical_or_too_wide_raises(mode, va):
+def test_non_canonical_or_too_wide_is_a_result_in_single_and_batch_calls(mode, va):
+    # One rule for both calls (issue 15): a Translation that says why; check() raises.
     space = space_of(sample_layout(mode))
+    single = space.translate(va)
+    assert single.pa is None and single.reason.invalid_address and not single.path
+    assert single.reason in (WalkReason.NON_CANONICAL, WalkReason.TOO_WIDE)
+    assert single.reason == ("above 4 GiB" if mode in ("32", "pae") else "not canonical")
     with pytest.raises(InvalidAddressError) as info:
-        space.translate(va)
-    assert info.value.address == va
-    batch = space.translate_many([va])               # a batch reports, never raises
-    assert batch.pas() == [None] and batch[0].error
+        single.check()
+    assert info.value.address == va and "linear address %#x is " % va in str(info.value)
+    batch = space.translate_many([va])
+    assert batch.pas() == [None] and batch[0] == single and batch[0].error == single.error
+    assert list(space.physical_addresses([va])) == [UNMAPPED]
+
+
+@pytest.mark.parametrize("va", [1 << 64, -1])
+def test_an_address_beyond_64_bits_raises_the_same_in_single_and_batch_calls(va):
+    # Not an address at all (a uint64 batch cannot hold it): both calls raise
+    # the same InvalidAddressError, naming it in hex.
+    space = space_of(sample_layout("4level"))
+    for call in (space.translate, lambda v: space.translate_many([0x1000, v]),
+                 lambda v: space.physical_addresses([v])):
+        with pytest.raises(InvalidAddressError) as info:
+            call(va)
+        assert info.value.address == va
+        assert str(info.value) == "linear address %#x does not fit in 64 bits" % va
 
 
 def test_not_present_reports_level_and_entry():
@@ -511,13 +537,16 @@ def test_translate_many_inputs():
     assert space.translate_many(memoryview(vas)).pas() == [0x0123_4000, 0x20_0010]
     assert space.translate_many(iter([0x0804_8001])).pas() == [0x0123_4001]
     assert len(space.translate_many([])) == 0
-    for bad in ([-1], [1 << 64], ["0x1000"], b"\x00" * 8):
+    for bad in (["0x1000"], b"\x00" * 8):          # not integers, not a uint64 buffer
         with pytest.raises(DecodeError):
             space.translate_many(bad)
     with pytest.raises(DecodeError):
         space.translate("0x1000")
-    with pytest.raises(InvalidAddressError):
-        space.translate(1 << 64)
+    for bad in (-1, 1 << 64):                     # integers, not 64-bit addresses: as translate()
+        with pytest.raises(InvalidAddressError):
+            space.translate_many([bad])
+        with pytest.raises(InvalidAddressError):
+            space.translate(bad)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -655,10 +684,7 @@ def core_file(tmp_path):
     return b, str(path), str(raw)
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+run = run_cli
 
 
 def test_cli_vtop_json(core_file):
@@ -766,11 +792,12 @@ def test_random_images_terminate_with_a_result_or_the_library_error(case):
     batch = space.translate_many(vas)
     for i, va in enumerate(vas):
         t = batch[i]
-        if t.reason in ("not canonical", "above 4 GiB"):
+        assert space.translate(va) == t        # the remembered page == a full walk
+        assert space.translate(va) == t        # and again, from the page cache
+        if t.reason.invalid_address:
             with pytest.raises(InvalidAddressError):
-                space.translate(va)
+                t.check()
             continue
-        assert space.translate(va) == t
         assert len(t.path) <= space.levels
         if t.mapped:
             leaf = t.path[-1].entry
@@ -815,3 +842,349 @@ def test_maps_progress_bar_only_on_a_terminal(monkeypatch):
         bar.close()
     assert "maps: [" in tty.getvalue() and "100%" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+# -- the per-call paths: remembered pages, the fast read, bare physical addresses ---------
+
+class _CallbackMemory:
+    """Physical memory read through a callback, whose bytes may change (a live source)."""
+
+    def __init__(self, data: bytes):
+        self.data = bytearray(data)
+
+    def read(self, pa, n):
+        if pa + n > len(self.data):
+            raise InvalidAddressError("not here", address=pa)
+        return bytes(self.data[pa:pa + n])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_remembered_pages_agree_with_a_full_walk_everywhere(mode):
+    b = sample_layout(mode)
+    for e in b.all_expected():
+        b.write_phys(e.pa_of(e.va), bytes(range(7, 7 + 64)))
+    space = space_of(b)
+    memory = space.memory
+    rng = random.Random(5)
+    vas = []
+    for e in b.all_expected():
+        vas += [e.va, e.va + rng.randrange(e.page_size), e.va + e.page_size - 1]
+    vas += [0, 0x1000, 0x7000_0000]
+    full = space.translate_many(vas)             # each row: its own uncached full walk
+    for _ in range(2):                           # the first pass walks, the second remembers
+        for i, va in enumerate(vas):
+            t = space.translate(va)
+            assert t == full[i] and t.to_dict() == full[i].to_dict()
+            assert str(t) == str(full[i]) and t.explain() == full[i].explain()
+            if t.mapped:
+                for n in (1, 8, 64):
+                    want = (memory.read(t.pa, n) if memory.contains(t.pa, n)
+                            and (t.pa & 0xFFF) + n <= 0x1000 else None)
+                    if want is not None:
+                        assert space.read(va, n) == want
+    assert space.remembered_pages, "mapped pages are remembered over an immutable image"
+
+
+def test_fast_read_keeps_the_precise_error_across_a_page_boundary():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x9000)
+    b.write_phys(0x9FF8, b"ABCDEFGH")
+    space = space_of(b)
+    assert space.read(0x1FF8, 8) == b"ABCDEFGH"        # remembered now
+    assert space.read(0x1FF8, 8) == b"ABCDEFGH"
+    with pytest.raises(InvalidAddressError) as info:
+        space.read(0x1FF8, 9)                          # one byte into the unmapped page
+    assert info.value.address == 0x2000 and info.value.level == 1
+    with pytest.raises(InvalidAddressError):
+        space.read(0x2000, 1)
+    for bad in (-1, 1 << 64):
+        with pytest.raises(InvalidAddressError):
+            space.read(bad, 1)
+    with pytest.raises(DecodeError):
+        space.read(0x1FF8, -1)
+    with pytest.raises(DecodeError):
+        space.read(True, 1)
+
+
+def test_a_page_partly_outside_the_image_is_read_through_c():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x9000)
+    b.write_phys(0x9000, b"x" * 0x1000)
+    data = b.flat()[:0x9800]                       # the page's second half is missing
+    space = AddressSpace(PhysicalMemory.from_bytes(data), cr3=b.cr3, mode="4level")
+    assert space.read(0x1000, 16) == b"x" * 16
+    with pytest.raises(InvalidAddressError) as info:
+        space.read(0x17F8, 16)
+    assert info.value.address == 0x1800 and "not in the image" in str(info.value)
+
+
+def test_bools_and_other_types_are_refused_on_the_fast_path_too():
+    b = PageTableBuilder("4level")
+    b.map(0, 0x9000)
+    space = space_of(b)
+    assert space.translate(0).mapped and space.translate(0).mapped
+    for bad in (True, 1.0, "0"):
+        with pytest.raises(DecodeError):
+            space.translate(bad)
+    assert space.translate(1 << 64 - 1).reason is WalkReason.NON_CANONICAL
+    with pytest.raises(InvalidAddressError):
+        space.translate(1 << 64)
+
+
+def test_a_source_read_through_a_callback_is_walked_afresh_every_time():
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x9000)
+    memory = _CallbackMemory(b.flat())
+    space = AddressSpace(memory, cr3=b.cr3, mode="4level")
+    assert space.translate(0x1000).pa == 0x9000
+    pte = space.translate(0x1000).path[-1]
+    memory.data[pte.address] &= ~1                 # the process unmaps the page
+    t = space.translate(0x1000)
+    assert t.pa is None and t.reason is WalkReason.NOT_PRESENT
+    assert not space.remembered_pages
+
+
+def test_physical_addresses_in_and_out_of_uint64_buffers():
+    b = sample_layout("4level")
+    space = space_of(b)
+    vas = [e.va + 5 for e in b.all_expected()] + [0, 0x8000_0000_0000_0000]
+    want = [UNMAPPED if p is None else p for p in space.translate_many(vas).pas()]
+    assert list(space.physical_addresses(vas)) == want
+    buf = array("Q", vas)
+    assert space.physical_addresses(buf, buf) is buf and list(buf) == want     # in place
+    with pytest.raises(DecodeError):
+        space.physical_addresses(vas, array("Q", [0]))          # too short
+    with pytest.raises(DecodeError):
+        space.physical_addresses(vas, bytes(8 * len(vas)))     # not writable
+    with pytest.raises(DecodeError):
+        space.physical_addresses(vas, array("I", [0] * 2 * len(vas)))
+    numpy = pytest.importorskip("numpy")
+    arr = numpy.array(vas, dtype=numpy.uint64)
+    out = numpy.empty_like(arr)
+    assert space.physical_addresses(arr, out) is out and out.tolist() == want
+
+
+def test_translation_and_mapping_reprs_are_hex():
+    b = sample_layout("4level")
+    space = space_of(b)
+    assert repr(space.translate(0x08048000)) == (
+        "Translation(va=0x8048000, pa=0x1234000, page_size=0x1000, rights='r-x user')")
+    assert "reason='not present'" in repr(space.translate(0x1000))
+    m = next(iter(space.mappings()))
+    assert repr(m).startswith("Mapping(start=0x8048000, end=0x8049000, size=0x1000,")
+    assert Mapping(m.start, m.end, m.size, m.writable, m.user, m.nx, m.pa, m.page_size,
+                   m.pages) == m
+    assert pickle.loads(pickle.dumps(m)) == m
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table", "json"])
+def test_cli_vtop_from_file_one_bad_address_gives_every_row(core_file, tmp_path, fmt):
+    """10,000 addresses with one non-canonical (bit 47 set, bits 63:48 clear:
+    SDM vol. 1 §3.3.7.1) give 10,000 rows; that row says why, the others
+    translate, and stderr carries one note naming it."""
+    b, path, _ = core_file
+    vas = [0x0804_8000 + (i % 16) * 0x1000 for i in range(10_000)]
+    vas[5000] = 0x8000_0000_0000
+    listing = tmp_path / "vas.txt"
+    listing.write_text("\n".join("%x" % va for va in vas) + "\n")
+    status, out, err = run("vtop", path, "--from-file", str(listing), "--format", fmt)
+    assert status == 0, err
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in out.splitlines()]
+    elif fmt == "json":
+        rows = json.loads(out)
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+    else:
+        rows = out.splitlines()[2:]
+    assert len(rows) == 10_000
+    if fmt in ("json", "jsonl"):
+        assert rows[5000]["pa"] is None and "canonical" in rows[5000]["error"]
+        # 0x8048000 maps physical 0x1234000 in the sample tables (read prints its text)
+        assert rows[0]["pa"] == rows[5008]["pa"] == 0x0123_4000
+    elif fmt == "csv":
+        assert rows[5000]["pa"] == "" and "canonical" in rows[5000]["error"]
+    else:
+        assert "canonical" in rows[5000] and "0x800000000000" in rows[5000]
+    # One note names the bad address (json/jsonl/csv add the CR3 read through).
+    bad = [line for line in err.splitlines() if "read through CR3" not in line]
+    assert len(bad) == 1 and "1 of 10000" in bad[0] and "0x800000000000" in bad[0]
+
+
+def test_cli_vtop_without_cpu_state_names_only_what_is_missing(core_file):
+    """A raw image has no CPU state: the hint names the one option not given
+    (it said "give --cr3 and --mode" with --cr3 given); both missing, both named."""
+    b, _, raw = core_file
+    status, out, err = run("vtop", raw, "8048000", "--cr3", hex(b.cr3))
+    assert status == 2 and out == "" and len(err.splitlines()) == 1
+    assert "give --paging-mode" in err and "--cr3" not in err
+    status, _, err = run("vtop", raw, "8048000", "--paging-mode", "4level")
+    assert status == 2 and "give --cr3" in err and "--paging-mode" not in err
+    status, _, err = run("vtop", raw, "8048000")
+    assert status == 2 and "give --cr3 and --paging-mode" in err
+    status, out, err = run("vtop", raw, "8048000", "--cr3", hex(b.cr3), "--paging-mode",
+                           "4level", "--json")
+    assert status == 0 and json.loads(out)[0]["pa"] == 0x0123_4000
+
+
+def test_cli_csv_writes_addresses_in_hex_and_booleans_as_json_does(core_file):
+    """One CSV convention for every listing: addresses hex (as the table, and
+    as vtop's path column already was), booleans true/false (as JSON). The
+    values are the sample tables': 0xc0000000 is a 2 MiB kernel page, R/W, NX,
+    backed by 0x200000; 0x8048000 a read-only user 4 KiB page at 0x1234000."""
+    b, path, _ = core_file
+    status, out, err = run("maps", path, "--format", "csv")
+    assert status == 0, err
+    rows = {r["start"]: r for r in csv.DictReader(io.StringIO(out))}
+    kernel = rows["0xc0000000"]
+    assert (kernel["pa"], kernel["page_size"]) == ("0x200000", "0x200000")
+    assert (kernel["writable"], kernel["user"], kernel["nx"]) == ("true", "false", "true")
+    user = rows["0x8048000"]
+    assert (user["pa"], user["writable"], user["user"]) == ("0x1234000", "false", "true")
+    for fmt_args in (["8048123"], ["8048123", "c0000000"]):
+        status, out, err = run("vtop", path, *fmt_args, "--format", "csv")
+        row = next(csv.DictReader(io.StringIO(out)))
+        assert status == 0 and row["va"] == "0x8048123" and row["pa"] == "0x1234123", err
+        assert (row["page_size"], row["writable"], row["user"]) == ("0x1000", "false", "true")
+    status, out, _ = run("ptov", path, "1234567", "--format", "csv")
+    assert next(csv.DictReader(io.StringIO(out)))["va"] == "0x8048567"
+    status, out, _ = run("read", path, "8048000", "d", "--format", "csv")
+    assert out.splitlines()[1].startswith("0x8048000,13,")
+
+
+# -- the C hot path (ksinspect._percall) against the Python path ----------------------------
+
+_SHRINK_LIVE = r"""
+import sys
+from ksinspect._native import walk
+from ksinspect.errors import ImageFormatError
+from ksinspect.memory import open_image
+from ksinspect.paging import AddressSpace
+path, cr3, fast = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "fast"
+if not fast:
+    walk.PERCALL = None
+space = AddressSpace(open_image(path), cr3=cr3, mode="4level")
+assert (space._fast is not None) == fast
+print(space.read(0x1000, 8).hex(), space.translate(0x2000).pa is not None)   # remembered
+with open(path, "r+b") as fh:
+    fh.truncate(0x80000)             # the page tables stay, the data pages go
+for call in (lambda: space.read(0x1000, 8), lambda: space.translate(0x3000)):
+    try:
+        call()
+        print("no error")
+    except ImageFormatError as exc:
+        print("ImageFormatError", exc)
+print("remembered", hex(space.translate(0x1000).pa))   # a remembered page reads no file
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows refuses to truncate a file "
+                    "while it is mapped (ERROR_USER_MAPPED_FILE), so there is no SIGBUS to catch")
+@pytest.mark.parametrize("fast", ["fast", "python"])
+def test_a_file_shrinking_under_a_live_space_is_an_image_error_not_sigbus(fast, tmp_path):
+    b = PageTableBuilder("4level")
+    b.map(0x1000, 0x80000)
+    b.map(0x2000, 0x81000)
+    b.map(0x3000, 0x82000)
+    b.write_phys(0x80000, b"ABCDEFGH")
+    image = bytearray(b.flat())
+    assert max(b.tables) < 0x80000
+    image += bytes(0x100000 - len(image))
+    path = tmp_path / "shrinking.raw"
+    path.write_bytes(bytes(image))
+    if fast == "fast" and walk.PERCALL is None:
+        pytest.skip("ksinspect._percall is not built here")
+    run = subprocess.run([sys.executable, "-c", _SHRINK_LIVE, str(path), str(b.cr3), fast],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, (run.returncode, run.stderr[-800:])   # -7 would be SIGBUS
+    lines = run.stdout.splitlines()
+    assert lines[0] == "4142434445464748 True"
+    message = "ImageFormatError %s: the image file shrank from %d to %d bytes" % (
+        path, 0x100000, 0x80000)
+    assert lines[1].startswith(message) and lines[2].startswith(message), lines
+    assert lines[3] == "remembered 0x80000"
+
+
+def test_the_c_hot_path_answers_as_the_python_path_does(monkeypatch):
+    if walk.PERCALL is None:
+        pytest.skip("ksinspect._percall is not built here")
+    for mode in MODES:
+        b = sample_layout(mode)
+        for e in b.all_expected():
+            b.write_phys(e.pa_of(e.va), bytes(range(11, 11 + 64)))
+        fast = space_of(b)
+        monkeypatch.setattr(walk, "PERCALL", None)
+        slow = space_of(b)
+        monkeypatch.undo()
+        assert fast._fast is not None and slow._fast is None
+        rng = random.Random(9)
+        vas = [0, 0x1000, 0x7000_0000, (1 << 64) - 1, 1 << 47]
+        for e in b.all_expected():
+            vas += [e.va, e.va + rng.randrange(e.page_size), e.va + e.page_size - 1]
+        for _ in range(2):
+            for va in vas:
+                a, z = fast.translate(va), slow.translate(va)
+                assert type(a) is type(z) and a == z and a.explain() == z.explain()
+                for n in (0, 1, 8, 64, 0x1000, 0x1001):
+                    outcomes = []
+                    for space in (fast, slow):
+                        try:
+                            outcomes.append(space.read(va, n))
+                        except KsinspectError as exc:
+                            outcomes.append((type(exc), str(exc), exc.address))
+                    assert outcomes[0] == outcomes[1], (hex(va), n)
+        for bad in (True, 1.5, "1", -1, 1 << 64, 1 << 80):
+            outcomes = []
+            for space in (fast, slow):
+                for call in (lambda: space.translate(bad), lambda: space.read(bad, 1),
+                             lambda: space.read(0x1000, bad)):
+                    try:
+                        outcomes.append(call())
+                    except KsinspectError as exc:
+                        outcomes.append((type(exc), str(exc)))
+            assert outcomes[:3] == outcomes[3:], bad
+        assert fast.remembered_pages > 0 and slow.remembered_pages > 0
+
+
+def test_the_page_cache_grows_and_starts_again_when_full(monkeypatch):
+    if walk.PERCALL is None:
+        pytest.skip("ksinspect._percall is not built here")
+    import ksinspect.paging as paging
+    monkeypatch.setattr(paging, "PAGE_CACHE_PAGES", 1024)
+    b = PageTableBuilder("4level")
+    for i in range(3000):
+        b.map(0x400000 + i * PAGE, 0x100000 + i * PAGE)
+    space = space_of(b)
+    seen = []
+    for i in range(3000):
+        assert space.translate(0x400000 + i * PAGE + 5).pa == 0x100000 + i * PAGE + 5
+        seen.append(space.remembered_pages)
+    assert max(seen) == 1024 and seen[-1] < 1024      # filled to the cap, then again
+    assert space.translate(0x400000 + 5).pa == 0x100005
+
+
+def test_mappings_built_in_c_equal_the_python_ones_and_outlive_their_walk(monkeypatch):
+    if walk.PERCALL is None:
+        pytest.skip("ksinspect._percall is not built here")
+    import gc
+    for mode in MODES:
+        space = space_of(sample_layout(mode))
+        fast = list(space.mappings(chunk=3))          # several C chunks, several slices
+        table = list(space.mapping_table())
+        monkeypatch.setattr(walk, "PERCALL", None)
+        slow = list(space.mappings(chunk=3))
+        monkeypatch.undo()
+        assert len(fast) > 3 and fast == slow == table
+        assert [m.to_dict() for m in fast] == [m.to_dict() for m in slow]
+        assert [repr(m) for m in fast] == [repr(m) for m in slow]
+        assert not any(gc.is_tracked(m) for m in fast)     # no cycle can hold them
+    rows = memoryview(b"".join(walk.MAPPING_RECORD.pack(i << 12, 0x1000, i << 20, 0x1000, 7, 1)
+                               for i in range(600)))
+    views = walk.record_views(Mapping, rows, walk.MAPPING_RECORD.size)
+    del rows
+    gc.collect()
+    assert [(m.start, m.pa, m.nx) for m in views] == [(i << 12, i << 20, True)
+                                                      for i in range(600)]
+    for bad in ((int, memoryview(b""), 40), (Mapping, b"", 40), (Mapping, memoryview(b""), 0)):
+        with pytest.raises((TypeError, ValueError)):
+            walk.record_views(*bad)

@@ -1,8 +1,8 @@
 """Conformance with QEMU: the page walker against QEMU 7.2's own ``info tlb``
 and ``info mem`` for real Linux guests (tests/data/qemu, see its README).
 
-QEMU's text is parsed here, independently of ksinspect. What QEMU prints
-(target/i386/monitor.c):
+QEMU's text is parsed by tests/qemu_monitor.py, independently of ksinspect.
+What QEMU prints (target/i386/monitor.c):
 
 * ``info tlb``: one line per present leaf entry, ``VA: PA XGPDACTUW`` where
   VA is canonical, PA is the leaf entry masked (4 KiB: bits 51:12 -- but
@@ -16,7 +16,6 @@ QEMU's text is parsed here, independently of ksinspect. What QEMU prints
 
 Every page ``info tlb`` lists is translated in one ``translate_many`` batch.
 """
-import lzma
 import os
 from array import array
 
@@ -24,53 +23,17 @@ import pytest
 
 from ksinspect.memory import open_image
 from ksinspect.paging import AddressSpace
+from conftest import PROFILES, QEMU
+from qemu_monitor import parse_info_mem, parse_info_tlb, read_text
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "qemu")
-PROFILES = ["x86_64-4level", "x86_64-5level", "i386-pae", "i386-2level"]
 FLAG_BITS = {"X": 63, "G": 8, "P": 7, "D": 6, "A": 5, "C": 4, "T": 3, "U": 2, "W": 1}
 U64 = (1 << 64) - 1
-
-
-def read_text(profile, name):
-    path = os.path.join(DATA, profile, name)
-    if os.path.exists(path):
-        with open(path, encoding="ascii") as fh:
-            return fh.read()
-    if os.path.exists(path + ".xz"):
-        with lzma.open(path + ".xz", "rt", encoding="ascii") as fh:
-            return fh.read()
-    return None
-
-
-def parse_info_tlb(text):
-    """[(va, pa column, flags)] from `info tlb` lines 'VA: PA FLAGS'."""
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        va, rest = line.split(":")
-        pa, flags = rest.split()
-        assert len(flags) == 9, line
-        rows.append((int(va, 16), int(pa, 16), flags))
-    return rows
-
-
-def parse_info_mem(text):
-    """[(start, size, 'urw')] from `info mem` lines 'START-END SIZE PERM'."""
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        span, size, perm = line.split()
-        start, _end = span.split("-")
-        rows.append((int(start, 16), int(size, 16), perm))
-    return rows
 
 
 @pytest.fixture(scope="module", params=PROFILES)
 def guest(request):
     profile = request.param
-    memory = open_image(os.path.join(DATA, profile, "core-trimmed.elf.xz"))
+    memory = open_image(os.path.join(QEMU, profile, "core-trimmed.elf.xz"))
     space = AddressSpace(memory)      # CR3 and mode from QEMU's CPU-state note
     yield profile, space
     memory.close()
@@ -90,6 +53,12 @@ def test_vtop_matches_info_tlb_for_every_page(guest):
     profile, space = guest
     rows = parse_info_tlb(read_text(profile, "info-tlb.txt"))
     assert len(rows) > 3000
+    check_vtop_against_info_tlb(space, rows)
+
+
+def check_vtop_against_info_tlb(space, rows):
+    """Every page QEMU's `info tlb` lists translates as QEMU says (PA, size, flags).
+    Shared with tests/test_kdump.py (the same check on compressed kdumps)."""
     batch = space.translate_many(array("Q", [va for va, _, _ in rows]))
     pas, sizes, leaves = batch.pas(), batch.page_sizes(), batch.column("leaf")
     mode = space.mode.value
@@ -124,7 +93,10 @@ def test_vtop_matches_info_tlb_for_every_page(guest):
 def test_maps_cover_exactly_the_info_tlb_pages(guest):
     """The merged (PA-contiguous) ranges, cut back into pages, are QEMU's pages."""
     profile, space = guest
-    rows = parse_info_tlb(read_text(profile, "info-tlb.txt"))
+    check_mappings_against_info_tlb(space, parse_info_tlb(read_text(profile, "info-tlb.txt")))
+
+
+def check_mappings_against_info_tlb(space, rows):
     qemu = {va: pa_column & ((1 << 52) - 1) for va, pa_column, _ in rows}
     ours = {}
     for m in space.mappings():
@@ -140,10 +112,13 @@ def test_maps_matches_info_mem(profile):
     text = read_text(profile, "info-mem.txt")
     assert text is not None
     expected = parse_info_mem(text)
-    with open_image(os.path.join(DATA, profile, "core-trimmed.elf.xz")) as memory:
-        space = AddressSpace(memory)
-        got = [(m.start, m.size, ("u" if m.user else "-") + "r" + ("w" if m.writable else "-"))
-               for m in space.mappings(merge="rights")]
+    with open_image(os.path.join(QEMU, profile, "core-trimmed.elf.xz")) as memory:
+        check_maps_against_info_mem(AddressSpace(memory), expected)
+
+
+def check_maps_against_info_mem(space, expected):
+    got = [(m.start, m.size, ("u" if m.user else "-") + "r" + ("w" if m.writable else "-"))
+           for m in space.mappings(merge="rights")]
     assert len(got) == len(expected)
     assert got == expected
 

@@ -15,7 +15,7 @@ from ksinspect.errors import DecodeError, TruncatedDataError
 from ksinspect.x86 import LEVEL_NAMES, PAT_DEFAULT, PagingEntry, decode_paging_entries
 
 from reference_model import PhysicalMemory, qemu_file, qemu_registers
-from html_check import parse_view
+from conftest import check_teaching_forms
 
 # Linux's IA32_PAT: arch/x86/mm/pat/memtype.c pat_bp_init()/init_cache_modes():
 # PAT(0, WB) | PAT(1, WC) | PAT(2, UC_MINUS) | PAT(3, UC) | PAT(4, WB) | PAT(5, WP) |
@@ -443,11 +443,4 @@ def test_text_forms():
               PagingEntry.decode(PSE36, mode="32", level=2),
               PagingEntry.decode(0x12345003, mode="pae", level=3),
               PagingEntry.decode(0, mode="5level", level=5)):
-        line = str(x)
-        assert line and "\n" not in line
-        text = x.explain()
-        assert "SDM" in text and "\n" in text
-        parse_view(x._repr_html_(), str(x))
-        import json
-        d = x.to_dict()
-        assert json.loads(json.dumps(d)) == d
+        check_teaching_forms(x)

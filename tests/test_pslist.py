@@ -1,25 +1,29 @@
 """pslist: ActiveProcessLinks walks, the kernel image found with pefile, PEBs
 read through each process's own DirectoryTableBase.
 
-Images come from tests/eprocess_image_builder.py; expected values are what
+Images come from tests/builders/eprocess_image_builder.py; expected values are what
 it planted (processes, PEB strings, modules, the list order, the kernel PE).
 """
 import io
 import json
+import struct
 
 import pefile
 import pytest
 
-from eprocess_image_builder import (EprocessImageBuilder, Module, PebPlan, build_kernel_pe,
+from builders.eprocess_image_builder import (EprocessImageBuilder, Module, PebPlan, build_kernel_pe,
                                     filetime, standard_image)
-from image_builder import build_elf_core, qemu_cpu_state
+from hang_guard import deadline
+from builders.image_builder import build_elf_core, build_raw, qemu_cpu_state
 from ksinspect.cli import main
 from ksinspect.errors import DecodeError, KsinspectError
 from ksinspect.memory import open_image_bytes
 from ksinspect.paging import AddressSpace
 from ksinspect.windows import load_layout
+from ksinspect.windows import kernel as kernel_search
 from ksinspect.windows.kernel import KernelNotFoundError, find_kernel, read_kernel_image
 from ksinspect.windows.pslist import pslist, walk_processes
+from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
 PROCESS_KEYS = {"pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time",
                 "wow64"}
@@ -28,10 +32,7 @@ BUILDS = [("winxp-sp3-2600.5512-x86", "32"), ("win7-sp1-7601.17514-x86", "pae"),
           ("win10-22h2-19045.2965-x64", "4level"), ("win11-24h2-26100.1742-x64", "4level")]
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+run = run_cli
 
 
 def space_of(builder):
@@ -69,6 +70,56 @@ def test_kernel_not_found_says_what_to_give():
     builder.link()
     with pytest.raises(KernelNotFoundError, match="--kernel-base"):
         find_kernel(space_of(builder), 8)
+
+
+def _aliased_kernel_half(leaf, page):
+    """4-level tables (SDM vol. 3A §4.5) whose PML4 slot 0x1f0 (the x64 system
+    image space, fffff800`00000000) holds one PDPT, all of whose entries point
+    to one PD, all of whose entries point to one PT, whose 512 entries are
+    *leaf*: with leaf present, every 4 KiB page of the 512 GiB is mapped, to
+    the same physical page *page*."""
+    def table(entry):
+        return struct.pack("<512Q", *([entry] * 512))
+    pml4 = bytearray(4096)
+    struct.pack_into("<Q", pml4, 0x1F0 * 8, 0x2000 | 3)
+    runs = [(0x1000, bytes(pml4)), (0x2000, table(0x3000 | 3)), (0x3000, table(0x4000 | 3)),
+            (0x4000, table(leaf)), (0x5000, page)]
+    return AddressSpace(open_image_bytes(build_raw(runs)), cr3=0x1000, mode="4level")
+
+
+MZ_ONLY = b"MZ" + bytes(4094)                   # e_lfanew 0: no PE\0\0 behind it
+
+
+@pytest.mark.parametrize("leaf, page, reason", [
+    (0x5000 | 3, bytes(4096), "stopped after looking at %d mapped pages"
+     % kernel_search.MAX_PAGES_EXAMINED),
+    (0x5000 | 3, MZ_ONLY, "stopped after %d pages starting with MZ" % kernel_search.MAX_CANDIDATES),
+    (0x5000, bytes(4096), "stopped after reading %d paging entries"
+     % kernel_search.MAX_WALK_ENTRIES),
+])
+def test_kernel_search_of_a_hostile_kernel_half_ends_in_one_line_naming_its_cap(leaf, page,
+                                                                                reason):
+    """512 GiB of mapped (or walkable) pages: the search ends, bounded, and the
+    error says where it looked and which cap ended it."""
+    space = _aliased_kernel_half(leaf, page)
+    with deadline():
+        with pytest.raises(KernelNotFoundError) as caught:
+            find_kernel(space, 8)
+    message = str(caught.value)
+    assert "\n" not in message and reason in message, message
+    assert "0xfffff80000000000-0xfffff88000000000" in message and "--kernel-base" in message
+
+
+def test_kernel_search_looks_at_no_more_pages_than_its_cap(monkeypatch):
+    space = _aliased_kernel_half(0x5000 | 3, bytes(4096))
+    reads = []
+    real_read = space.memory.read
+    monkeypatch.setattr(space.memory, "read", lambda pa, n: reads.append(pa) or real_read(pa, n))
+    monkeypatch.setattr(kernel_search, "MAX_PAGES_EXAMINED", 1000)
+    with pytest.raises(KernelNotFoundError, match="after looking at 1000 mapped pages .3 MiB., "
+                                                  "at 0xfffff800003e8000"):
+        find_kernel(space, 8)
+    assert len(reads) == 1000
 
 
 def test_kernel_base_that_is_not_a_pe():

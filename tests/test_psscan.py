@@ -10,20 +10,18 @@ import struct
 
 import pytest
 
-from eprocess_image_builder import filetime, standard_image
-from ksinspect._native_scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
+from builders.eprocess_image_builder import filetime, standard_image
+from ksinspect._native.scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
 from ksinspect.cli import main
 from ksinspect.errors import DecodeError
 from ksinspect.memory import PhysicalMemory, Run
 from ksinspect.paging import AddressSpace
 from ksinspect.windows import load_layout
 from ksinspect.windows.psscan import eprocess_constraints, psscan, scan_memory
+from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+run = run_cli
 
 
 # -- a reference scanner, written from the header's description -----------------------------

@@ -6,7 +6,9 @@ Figure 6-8 64-bit gate, Figure 4-11 paging entries; vol. 3B Figure 17-1
 DR7), expected walk shapes from the paging-mode figures (§4.3-4.5), and
 page-size counts of the shipped guests from QEMU's own ``info tlb``.
 """
+import io
 import os
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -15,15 +17,16 @@ from html_check import SVG, parse_view
 from ksinspect.cli import main
 from ksinspect.memory import open_image
 from ksinspect.paging import AddressSpace
-from ksinspect.render.bitfield_svg import bitfield_svg
-from ksinspect.render.html import table_html
+from ksinspect.views.bitfield_svg import bitfield_svg
+from ksinspect.views.html import table_html
 from ksinspect.symbols import Symbol, SymbolTable
 from ksinspect.tables import decode_idt, decode_table
 from ksinspect.x86 import DR6, DR7, PagingEntry, SegmentDescriptor, Selector
-from ksinspect.x86._bits import BitField, Explanation
-from test_paging_conformance import parse_info_tlb, read_text
+from ksinspect.views.explanation import BitField, Explanation
+from qemu_monitor import parse_info_tlb, read_text
+from conftest import QEMU  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "qemu")
+DATA = QEMU
 HOSTILE = "</text><script>alert('x')</script> & \"quotes\" ]]> <!--"
 
 
@@ -48,9 +51,9 @@ def texts(root, cls):
     (Selector.decode(0x33), 3, {"15", "3", "2", "1", "0"}),
     # Figure 3-8: 11 boxes in the upper dword, Base 15:00 and Limit 15:00 in the lower.
     (SegmentDescriptor.decode(0x00AF9B000000FFFF), 13, {"63", "56", "55", "47", "32", "31", "0"}),
-    # Figure 6-8: 4 upper-qword fields + Offset 31:16, P, DPL, S, Type, Zero, IST,
-    # Segment Selector, Offset 15:0.
-    (SegmentDescriptor.decode(0x81A08E0000100AE0, 0xFFFFFFFF), 13, {"127", "96", "95", "64"}),
+    # Figure 6-8: Reserved (the whole upper dword), Offset 63:32, then Offset 31:16,
+    # P, DPL, 0 (S), Type, 00000, IST, Segment Selector, Offset 15:0.
+    (SegmentDescriptor.decode(0x81A08E0000100AE0, 0xFFFFFFFF), 11, {"127", "96", "95", "64"}),
     # Figure 17-1: 63:32 reserved, LEN/R/W x4, 15:14, GD, 12, RTM, 10, GE, LE, G/L x4.
     (DR7.decode(0x400), 24, {"63", "32", "31", "0"}),
     # 32-bit PDE mapping a 4 MiB page (Figure 4-4, "PDE: 4MB page"): 14 boxes.
@@ -112,7 +115,7 @@ def test_hostile_strings_are_escaped_in_svg_and_html():
     assert not list(root.iter("script")) and not list(root.iter(SVG + "script"))
     assert HOSTILE in "".join(root.itertext())
     assert any(r.get("data-name") == HOSTILE for r in by_class(root, "rect", "field"))
-    from ksinspect.render.html import explanation_html
+    from ksinspect.views.html import explanation_html
     view = parse_view(explanation_html(parts), HOSTILE)
     assert not list(view.iter("script"))
     table = ET.fromstring(table_html([[HOSTILE, 1]], [HOSTILE, "n"], caption=HOSTILE))
@@ -313,3 +316,241 @@ def test_walk_diagram_of_a_non_canonical_address(spaces):
     root = svg_root(t.to_svg())
     assert not by_class(root, "rect", "walk-step")
     assert "not canonical" in "".join(root.itertext())
+
+
+# -- the streaming emitter (`maps`) against the whole-list one -----------------------------
+
+@pytest.mark.parametrize("count", [0, 1, 5])
+def test_emit_stream_writes_what_emit_writes(count):
+    from ksinspect.render import emit, emit_stream
+    records = [{"start": 0x1000 * i, "end": 0x1000 * i + 0x1000, "ok": i % 2 == 0,
+                "pa": None if i == 3 else 0xFFFF_F000 - i, "name": "n,\"%d" % i}
+               for i in range(count)]
+    columns = ("start", "end", "ok", "pa", "name")
+    hexes = ("start", "end", "pa")
+    for fmt in ("json", "jsonl", "csv"):
+        whole, streamed = io.StringIO(), io.StringIO()
+        emit(whole, fmt, records, columns=columns, hex_columns=hexes)
+        assert emit_stream(streamed, fmt, iter(records), columns, [0] * 5, hexes) == count
+        assert streamed.getvalue() == whole.getvalue(), fmt
+    # With each column's width the widest cell, the table is tabulate's own.
+    cells = [[("%#x" % r[c] if isinstance(r[c], int) and not isinstance(r[c], bool) and
+               c in hexes else "-" if r[c] is None else ("yes" if r[c] else "no")
+               if isinstance(r[c], bool) else str(r[c])) for c in columns] for r in records]
+    widths = [max([len(row[i]) for row in cells], default=0) for i in range(len(columns))]
+    whole, streamed = io.StringIO(), io.StringIO()
+    emit(whole, "table", records, columns=columns, hex_columns=hexes)
+    emit_stream(streamed, "table", iter(records), columns, widths, hexes)
+    assert streamed.getvalue() == whole.getvalue()
+
+
+def test_address_columns_are_hex_in_csv_and_tables_whatever_the_command_names():
+    """The convention lives in the renderer (README, "The command line"): a
+    command that names no hex column still gets its addresses, sizes and
+    ranges in hex in CSV and tables, booleans true/false in CSV and yes/no in
+    tables, and integers in JSON."""
+    import csv
+    import json
+    from ksinspect.render import emit, table
+    records = [{"va": 0xFFFF_8880_0000_1000, "size": 0x1000, "range": [0, 0xFFFFF],
+                "present": True, "index": 12, "vector": 0x80}]
+    columns = ("va", "size", "range", "present", "index", "vector")
+    out = io.StringIO()
+    emit(out, "csv", records, columns=columns, hex_columns=("vector",))
+    row = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row == {"va": "0xffff888000001000", "size": "0x1000", "range": "0x0;0xfffff",
+                   "present": "true", "index": "12", "vector": "0x80"}
+    text = table(records, columns)
+    assert text.splitlines()[2].split() == ["0xffff888000001000", "0x1000", "0x0,0xfffff",
+                                            "yes", "12", "128"]
+    out = io.StringIO()
+    emit(out, "json", records)
+    assert json.loads(out.getvalue()) == records
+
+
+# -- split fields, colours and the notebook view (issue 18 items 23, 25, 26) ---------------
+
+def _boxes(root):
+    """Each field rect of a diagram with the name and value texts drawn in it
+    (they follow the rect, before the next one)."""
+    boxes, current = [], None
+    for element in root:
+        cls = (element.get("class") or "").split()
+        if element.tag == SVG + "rect" and "field" in cls:
+            current = {"rect": element, "name": None, "value": None}
+            boxes.append(current)
+        elif current is not None and element.tag == SVG + "text":
+            if "field-name" in cls and current["name"] is None:
+                current["name"] = element.text
+            elif "field-value" in cls and current["value"] is None:
+                current["value"] = element.text
+    return {(int(b["rect"].get("data-msb")), int(b["rect"].get("data-lsb"))): b for b in boxes}
+
+
+def test_descriptor_base_is_labelled_per_part_as_figure_3_8():
+    # SDM vol. 3A Figure 3-8: "Base 31:24" in bits 31:24 of the upper dword,
+    # "Base 23:16" in its bits 7:0, "Base Address 15:00" in bits 31:16 of the
+    # lower dword. Base 0x12abc000: parts 0x12, 0xab, 0xc000.
+    base, limit = 0x12ABC000, 0xFFFFF
+    raw = ((limit & 0xFFFF) | (base & 0xFFFF) << 16 | ((base >> 16) & 0xFF) << 32 | 0x93 << 40
+           | (limit >> 16) << 48 | 0xC << 52 | (base >> 24) << 56)
+    boxes = _boxes(svg_root(SegmentDescriptor.decode(raw, mode="legacy").to_svg()))
+    assert (boxes[63, 56]["name"], boxes[63, 56]["value"]) == ("Base 31:24", "0x12")
+    assert (boxes[39, 32]["name"], boxes[39, 32]["value"]) == ("Base 23:16", "0xab")
+    assert boxes[31, 16]["name"].startswith("Base 15") and boxes[31, 16]["value"] == "0xc000"
+
+
+def test_pte_frame_number_is_labelled_per_row():
+    # SDM vol. 3A Figure 4-11 / Table 4-20: bits 51:12 of a PTE are bits 51:12
+    # of the 4 KiB page's physical address, i.e. its frame number PA >> 12.
+    # PA 0x12_3456_7000: PFN 0x1234567; drawn in 32-bit rows, bits 51:32 hold
+    # PFN bits 39:20 (0x12) and bits 31:12 hold PFN bits 19:0 (0x34567).
+    pa = 0x1234567000
+    pte = PagingEntry.decode(pa | 0x63, "4level", 1)
+    root = svg_root(pte.to_svg())
+    boxes = _boxes(root)
+    assert (boxes[51, 32]["name"], boxes[51, 32]["value"]) == ("PFN 39:20", "0x12")
+    assert (boxes[31, 12]["name"], boxes[31, 12]["value"]) == ("PFN 19:0", "0x34567")
+    # the legend names the whole field once, with the whole frame number
+    legend = [line for line in texts(root, "legend") if "PFN" in line]
+    assert len(legend) == 1 and hex(pa >> 12) in legend[0] and hex(pa) in legend[0]
+    assert "Address" not in set(texts(root, "field-name"))
+
+
+def _fills(value):
+    return {r.get("data-name"): r.get("fill")
+            for r in by_class(svg_root(value.to_svg()), "rect", "field")}
+
+
+def test_dr7_fields_are_coloured_by_slot():
+    # SDM vol. 3B §17.2.4: L0/G0 enable breakpoint 0, R/W0 and LEN0 say what it
+    # watches: one slot, one colour; four slots, four colours.
+    fills = _fills(DR7.decode(0xFFFF00FF))
+    slots = []
+    for n in range(4):
+        colours = {fills["L%d" % n], fills["G%d" % n], fills["R/W%d" % n], fills["LEN%d" % n]}
+        assert len(colours) == 1, n
+        slots.append(colours.pop())
+    assert len(set(slots)) == 4
+    assert fills["GD"] not in slots and fills["LE"] not in slots
+    # DR6's B0-B3 report the same slots (§17.2.3)
+    dr6 = _fills(DR6.decode(0xFFFF0FFF))
+    assert [dr6["B%d" % n] for n in range(4)] == slots
+
+
+def test_each_field_has_one_colour_in_every_descriptor_picture():
+    code = SegmentDescriptor.decode(0x00AF9B000000FFFF, mode="long")
+    data = SegmentDescriptor.decode(0x00CF93000000FFFF, mode="legacy")
+    tss = SegmentDescriptor.decode(0x00008B0030004087, 0xFFFFFE00, mode="long")
+    idt_gate = SegmentDescriptor.decode(0x81C08E0000100990, 0xFFFFFFFF, mode="long")
+    call_gate = SegmentDescriptor.decode(0x0000EC0000101000, mode="legacy")
+    pictures = [_fills(v) for v in (code, data, tss, idt_gate, call_gate)]
+    for name in ("P", "DPL", "S", "Type"):
+        assert len({p[name] for p in pictures}) == 1, name
+    for name in ("G", "D/B", "L", "AVL", "Limit 19:16"):
+        assert len({p[name] for p in pictures[:3]}) == 1, name
+    # the parts of a split field share the field's colour
+    assert len({pictures[0][n] for n in ("Base 31:24", "Base 23:16", "Base 15:00")}) == 1
+    assert len({pictures[3][n] for n in ("Offset 63:32", "Offset 31:16", "Offset 15:0")}) == 1
+    # and fields side by side in Figure 3-8 stay apart
+    order = ("Base 31:24", "G", "D/B", "L", "AVL", "Limit 19:16", "P", "DPL", "S", "Type",
+             "Base 23:16")
+    assert all(pictures[0][a] != pictures[0][b] for a, b in zip(order, order[1:]))
+
+
+def test_notebook_view_lists_the_fields_once():
+    # the picture (without its legend) and one table: every meaning once
+    value = SegmentDescriptor.decode(0x00CF93000000FFFF, mode="legacy")
+    root = parse_view(value._repr_html_(), str(value))
+    svg = root.find(".//%ssvg" % SVG)
+    assert not by_class(svg, "text", "legend")
+    drawn = [e.text for e in svg.iter(SVG + "text")]          # not the tooltips
+    cells = [td.text for td in root.iter("td")]
+    for f in value.explanation_parts().fields:
+        if f.role == "field":
+            assert cells.count(f.meaning) == 1 and f.meaning not in drawn, f.meaning
+    assert root.find(".//pre") is None
+    # the standalone picture (slides) keeps its legend
+    assert by_class(svg_root(value.to_svg()), "text", "legend")
+
+
+def test_walk_view_is_the_picture_and_one_table(spaces):
+    t = spaces["x86_64-4level"].translate(0xFFFFFFFF81000000)
+    root = ET.fromstring(t._repr_html_())
+    assert root.find(".//%ssvg" % SVG) is not None and root.find(".//pre") is None
+    assert len(list(root.iter("table"))) == 1
+
+
+def test_plain_text_views_are_monospace():
+    # an exported notebook (nbconvert's HTML, a page without Jupyter's CSS)
+    # must still line up text tables: the <pre> says monospace itself.
+    from ksinspect.views.html import html_pre
+    pre = ET.fromstring(html_pre("a  b\n" + HOSTILE))
+    assert pre.tag == "pre" and "monospace" in pre.get("style")
+    assert pre.text == "a  b\n" + HOSTILE
+    # and every plain-text notebook view goes through it
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ksinspect")
+    offenders = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and not path.endswith(os.path.join("views", "html.py")):
+                with open(path, encoding="utf-8") as fh:
+                    if "<pre>" in fh.read():
+                        offenders.append(path)
+    assert offenders == []
+
+
+@pytest.mark.parametrize("profile", ["x86_64-4level", "i386-pae"])
+def test_address_map_names_the_kernel_regions_and_draws_the_split(spaces, profile):
+    # Row names: Linux's mm.rst (x86-64) and pgtable_32_areas.h (i386); the
+    # split: mm.rst's end of user space / i386's PAGE_OFFSET 0xc0000000
+    # (QEMU's info mem has U pages below it only).
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ksinspect.render.address_map import plot_address_space
+    symbols = SymbolTable.from_system_map(os.path.join(DATA, profile, "kallsyms.txt.xz"))
+    fig = plot_address_space(spaces[profile], symbols=symbols, max_rows=40)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]      # row 0 (bottom) first
+    starts = [int(re.search(r"0x[0-9a-f]+", label).group(0), 16) for label in labels]
+    expected = {"x86_64-4level": {0xFFFF888000000000: "direct map", 0xFFFFC90000000000: "vmalloc",
+                                  0xFFFFEA0000000000: "vmemmap",
+                                  0xFFFFFE0000000000: "cpu_entry_area",
+                                  0xFFFFFFFF81000000: "kernel text",
+                                  0xFFFFFFFFC0000000: "modules"},
+                # a row of its own at PAGE_OFFSET: the user stack just below is another
+                "i386-pae": {0xC0000000: "direct map", 0xC1000000: "kernel text"}}[profile]
+    for start, label in zip(starts, labels):
+        if start in expected:
+            assert label.startswith(expected[start]), label
+    assert set(expected) <= set(starts)
+    split = 0x0000800000000000 if profile.startswith("x86_64") else 0xC0000000
+    for start, label in zip(starts, labels):
+        assert label.startswith("user space") == (start < split), label
+    lines = [line for line in ax.get_lines() if line.get_gid() == "user-kernel-split"]
+    assert len(lines) == 1
+    y = lines[0].get_ydata()[0]
+    kernel_rows = sum(1 for s in starts if s >= split)
+    assert y == kernel_rows - 0.5
+    plt.close("all")
+
+
+def test_address_map_split_without_symbols(spaces):
+    # IA-32e: the canonical halves (SDM vol. 3A §3.3.7.1) split user from kernel
+    # on any kernel; a 32-bit space's split depends on the kernel: none drawn.
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ksinspect.errors import UnsupportedError
+    from ksinspect.render.address_map import plot_address_space
+    gids = [line.get_gid() for line in plot_address_space(spaces["x86_64-5level"]).axes[0].get_lines()]
+    assert gids.count("user-kernel-split") == 1
+    gids = [line.get_gid() for line in plot_address_space(spaces["i386-2level"]).axes[0].get_lines()]
+    assert "user-kernel-split" not in gids
+    with pytest.raises(UnsupportedError):
+        plot_address_space(spaces["i386-2level"], layout="windows")
+    plt.close("all")

@@ -14,7 +14,7 @@ from ksinspect.windows import load_layout
 from ksinspect.windows.strings import (decode_utf16, read_unicode_string,
                                        read_unicode_string32)
 
-from windows_image_builder import VirtualMemory
+from builders.windows_image_builder import VirtualMemory
 
 X64 = load_layout("win10-22h2-19045.2965-x64")
 X86 = load_layout("win10-22h2-19045.2965-x86")

@@ -1,18 +1,18 @@
 """_EPROCESS decoding (ksinspect.windows.eprocess) over images built from the layouts.
 
-Expected values are what tests/eprocess_image_builder.py planted, at offsets
+Expected values are what tests/builders/eprocess_image_builder.py planted, at offsets
 it read itself from the layout JSON; FILETIME conversions are checked against
 datetime arithmetic from MS-DTYP 2.3.3 (100-ns ticks since 1601-01-01 UTC).
 """
 import datetime
-import io
 import json
 import os
+import re
 
 import pytest
 
-from eprocess_image_builder import RawLayout, filetime, standard_image
-from ksinspect.cli import main
+from builders.eprocess_image_builder import RawLayout, filetime, standard_image
+from conftest import run_cli as run
 from ksinspect.errors import InvalidAddressError
 from ksinspect.paging import AddressSpace
 from ksinspect.windows import load_layout
@@ -34,12 +34,6 @@ BUILDS = [
 ]
 PROCESS_KEYS = {"pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time",
                 "wow64"}
-
-
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
 
 
 def iso(year, month, day, hour=0, minute=0, second=0):
@@ -191,3 +185,40 @@ def test_unmapped_eprocess_raises_invalid_address():
     space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
     with pytest.raises(InvalidAddressError):
         read_eprocess(space, load_layout("win7-sp1-x64"), 0xFFFFFA80DEAD0000)
+
+
+def _raw_offset(raw, path):
+    """A member path's offset summed from the layout JSON alone."""
+    total, struct = 0, "_EPROCESS"
+    for part in path.split("."):
+        total += raw.off(struct, part)
+        struct = raw.type(struct, part)
+    return total
+
+
+@pytest.mark.parametrize("layout_name,paging", BUILDS)
+def test_every_offset_explain_prints_is_the_layouts(layout_name, paging):
+    """Each '+OFFSET NAME' row of eprocess's table is the member's offset in
+    the layout JSON (Blink one pointer after Flink, not at Flink's offset)."""
+    builder, planted = standard_image(layout_name, paging)
+    raw = RawLayout(layout_name)
+    space = AddressSpace(builder.memory(), cr3=builder.cr3, mode=paging)
+    text = read_eprocess(space, load_layout(layout_name), planted[1].eprocess).explain()
+    rows = re.findall(r"^  \+(0x[0-9a-f]+|\?)\s+(\S+)", text, re.M)
+    assert len(rows) >= 11
+    for offset, path in rows:
+        assert offset != "?", path
+        assert int(offset, 16) == _raw_offset(raw, path), (layout_name, path)
+    printed = dict((p, int(o, 16)) for o, p in rows)
+    assert printed["ActiveProcessLinks.Blink"] == printed["ActiveProcessLinks.Flink"] + raw.ptr
+
+
+def test_win7_x64_links_at_the_published_offsets():
+    """win7 SP1 x64: ActiveProcessLinks at +0x188 (Vergilius / WinDbg dt
+    nt!_EPROCESS), so Flink +0x188, Blink +0x190."""
+    builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
+    space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
+    text = read_eprocess(space, load_layout("win7-sp1-7601.17514-x64"),
+                         planted[1].eprocess).explain()
+    assert re.search(r"\+0x188\s+ActiveProcessLinks\.Flink", text)
+    assert re.search(r"\+0x190\s+ActiveProcessLinks\.Blink", text)

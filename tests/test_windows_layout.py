@@ -29,9 +29,9 @@ import pytest
 from ksinspect.errors import (KsinspectError, UnknownFieldError, UnknownLayoutError,
                               UnknownStructError)
 from ksinspect.windows import Struct, available_layouts, load_isf, load_layout
-from ksinspect.windows.layout import resolve_layout_name
+from ksinspect.windows.layout_files import resolve_layout_name
 
-from windows_image_builder import LAYOUT_DIR
+from builders.windows_image_builder import LAYOUT_DIR
 
 X64 = [n for n in available_layouts() if n.endswith("-x64")]
 X86 = [n for n in available_layouts() if n.endswith("-x86")]

@@ -1,28 +1,28 @@
 """PEB, TEB, process parameters and loader lists, from synthetic process memory.
 
-tests/windows_image_builder.py plants the structures from the layout JSON
+tests/builders/windows_image_builder.py plants the structures from the layout JSON
 files (offsets from Microsoft's PDBs; see ksinspect/windows/layouts/README.md)
 and records what it planted; the decoders must give that back. One test
 plants a PEB by hand at winternl.h offsets, without any layout file.
 """
-import io
 import json
 import struct
 
 import pytest
 
-from ksinspect.cli import main
+from conftest import run_cli as run
 from ksinspect.errors import DecodeError, InvalidAddressError
 from ksinspect.paging import AddressSpace
 from ksinspect.windows import load_layout
 from ksinspect.windows.peb import (Check, read_peb, read_peb32, read_teb, walk_list,
                                    x86_layout_for)
 
-from windows_image_builder import (PAGE, VirtualMemory, build_process, build_teb, layout_json,
+from builders.windows_image_builder import (PAGE, VirtualMemory, build_process, build_teb, layout_json,
                                    offset, put, write_pointer)
 
 PEB_KEYS = ["address", "being_debugged", "image_base", "ldr", "process_parameters",
-            "image_path", "command_line", "current_directory", "modules", "checks", "findings"]
+            "image_path", "command_line", "current_directory", "environment", "modules",
+            "checks", "findings", "structure", "layout", "notes"]
 
 NATIVE = ["win2003-sp2-3790.3959-x64", "win7-sp1-7601.17514-x64", "win10-1607-14393.0-x64",
           "win10-22h2-19045.2965-x64", "win11-25h2-26200.6584-x64",
@@ -292,12 +292,6 @@ def test_checks_explain_and_html():
 
 # -- command line ---------------------------------------------------------------------------
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main([str(a) for a in argv], stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
     planted = build_process(LAYOUT)
@@ -357,3 +351,15 @@ def test_cli_layouts():
     assert len(rows) == 1 + 27 and all(",x86," in r for r in rows[1:])
     status, out, _ = run("layouts")
     assert status == 0 and "win11-25h2-26200.6584-x64" in out and "README.md" in out
+
+
+def test_cli_peb_paging_mode_defaults_to_the_layouts(image_file):
+    """A raw image has no CPU state: as pslist/psscan/eprocess do, peb walks
+    an x64 layout's process in 4-level paging (x64 Windows' only mode) when
+    only --cr3 is given; --paging-mode names it explicitly."""
+    path, cr3, planted = image_file
+    for extra in ([], ["--paging-mode", "4level"]):
+        status, out, err = run("peb", path, "--cr3", "%x" % cr3, *extra, "--address",
+                               "%x" % planted.peb, "--layout", "win10-22h2-x64", "--json")
+        assert status == 0, err
+        assert json.loads(out)["command_line"] == planted.command_line

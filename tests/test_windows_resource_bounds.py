@@ -7,35 +7,31 @@ make long has a cap, and reaching it is a finding that says so.
 * psscan's candidates (``psscan(max_candidates=)``, CLI ``--max-candidates``):
   memory that repeats an EPROCESS gives one candidate per copy.
 
-Process memory comes from tests/windows_image_builder.py, kernel memory from
-tests/eprocess_image_builder.py (both written from the layout JSON files).
+Process memory comes from tests/builders/windows_image_builder.py, kernel memory from
+tests/builders/eprocess_image_builder.py (both written from the layout JSON files).
 """
-import io
 import json
 import time
-from contextlib import redirect_stderr
 
 import pytest
 
-from eprocess_image_builder import standard_image
-from ksinspect.cli import main
+from builders.eprocess_image_builder import standard_image
+from conftest import run_cli
 from ksinspect.errors import DecodeError
 from ksinspect.memory import open_image
 from ksinspect.windows import load_layout
 from ksinspect.windows.peb import MAX_ENVIRONMENT, read_environment, read_peb
 from ksinspect.windows.pslist import pslist
 from ksinspect.windows.psscan import MAX_CANDIDATES, psscan
-from windows_image_builder import VirtualMemory, build_process, layout_json, offset
+from builders.windows_image_builder import VirtualMemory, build_process, layout_json, offset
 
 KERNEL_LAYOUT = "win7-sp1-7601.17514-x64"
 PEB_LAYOUT = "win10-22h2-19045.2965-x64"
 
 
 def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stderr(err):
-        status = main([str(a) for a in argv], stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
+    """The CLI, bounded in time, with the notes the library writes to sys.stderr."""
+    return run_cli(*argv, guarded=True)
 
 
 def test_process_list_cap():

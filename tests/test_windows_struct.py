@@ -9,14 +9,14 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ksinspect import _native_fields
+from ksinspect._native import fields as _native_fields
 from ksinspect.errors import (DecodeError, TruncatedDataError, UnknownFieldError,
                               UnknownStructError)
 from ksinspect.windows import Struct, load_layout
 from ksinspect.windows.fields import extract_fields, resolve_field
 from ksinspect.windows.layout import KIND_INT, KIND_POINTER
 
-from windows_image_builder import layout_json
+from builders.windows_image_builder import layout_json
 
 X64 = load_layout("win10-22h2-19045.2965-x64")
 X86 = load_layout("win10-22h2-19045.2965-x86")

@@ -241,3 +241,25 @@ def _wait_state(pid, state):
             return
         time.sleep(0.02)
     raise AssertionError("process %d never reached state %s" % (pid, state))
+
+
+def test_start_exe_arguments_are_a_prefix_of_the_programs():
+    """start.exe's argv is rewritten by Wine in the room the original one had,
+    so its tail may be cut off: what it shows must begin the program's."""
+    from ksinspect.live.wine_launcher import _arguments_match
+
+    program = ["plain", "with space", 'with "quote"']
+    assert _arguments_match([], program)
+    assert _arguments_match(["plain", "with space"], program)
+    assert _arguments_match(["plain", "with sp"], program)       # the last one cut short
+    assert not _arguments_match(["plain", "with"], ["plain", "other"])
+    assert not _arguments_match(["pl", "with space"], program)   # only the last may be cut
+    assert not _arguments_match(["--masquerade"], program)
+    assert not _arguments_match(program + ["more"], program)
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc (Linux only)")
+def test_a_process_that_is_not_start_exe_is_not_followed():
+    from ksinspect.live.wine_launcher import follow_launcher
+
+    assert follow_launcher(os.getpid()) == (os.getpid(), None)

@@ -11,13 +11,12 @@ GetModuleHandleW, GetCommandLineW, EnumProcessModules + GetModuleInformation
 capture passed (README step 3); the Linux view of the images is the sidecar's
 ``/proc/PID/maps`` lines. No Wine is needed to run this file.
 """
-import io
 import json
 import os
 
 import pytest
 
-from ksinspect.cli import main
+from conftest import run_cli as cli
 from ksinspect.errors import InvalidAddressError
 from ksinspect.live.windows_process import choose_layout, read_os_version
 from ksinspect.live.wine import split_windows_command_line
@@ -70,12 +69,6 @@ def masquerade():
     sample = Sample("peb_self-masquerade")
     yield sample
     sample.memory.close()
-
-
-def cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    status = main(list(argv), stream=out, errors=err)
-    return status, out.getvalue(), err.getvalue()
 
 
 def test_samples_are_small_lime_files_of_whole_pages(normal, masquerade):

@@ -20,9 +20,14 @@ keeps what the program printed about itself (from Windows APIs, not from
 ksinspect), the ``/proc/PID/maps`` lines of the mapped images, the live
 cross-checks ksinspect made at capture time, the Wine version and the date.
 
+The process read is the program's own, by the Linux PID it prints about
+itself: with a 32-bit Wine installed, ``wine peb_self.exe`` runs it under
+``start.exe /exec``, whose PID is the one ``Popen`` returns.
+
 Needs Linux x86-64, ``wine`` and ``x86_64-w64-mingw32-gcc`` (Debian:
 ``apt-get install -y --no-install-recommends wine wine64
-gcc-mingw-w64-x86-64-win32``). It ends only the processes it started.
+gcc-mingw-w64-x86-64-win32``); one line saying so and exit status 2
+otherwise. It ends only the processes it started.
 """
 import argparse
 import datetime
@@ -30,58 +35,26 @@ import json
 import lzma
 import os
 import select
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from wine_fixture import (INSTALL, RecordingMemory, make_prefix, missing,  # noqa: E402
+                          pages_of, ranges_of, wine_environment, work_folder)
 
 PROGRAM = os.path.join(ROOT, "tests", "programs", "peb_self.c")
 MINGW = "x86_64-w64-mingw32-gcc"
-PAGE = 0x1000
 # Arguments that exercise Windows quoting: a space, a double quote, a backslash.
 ARGS = ["plain", "with space", 'with "quote"', "back\\slash"]
 RUNS = (("peb_self", []), ("peb_self-masquerade", ["--masquerade"]))
 LIME_HEADER = struct.Struct("<IIQQ8x")
 LIME_MAGIC, LIME_VERSION = 0x4C694D45, 1
 IMAGE_SUFFIXES = (".exe", ".dll", ".drv", ".sys", ".ocx", ".cpl", ".acm", ".ax", ".ime")
-
-
-class RecordingMemory:
-    """Wraps a reader; remembers every (address, size) read that succeeded."""
-
-    def __init__(self, memory):
-        self.memory = memory
-        self.touched = []
-
-    def read(self, address, size):
-        data = self.memory.read(address, size)
-        if size:
-            self.touched.append((address, size))
-        return data
-
-
-def pages_of(touched):
-    pages = set()
-    for address, size in touched:
-        for page in range(address & ~(PAGE - 1), address + size, PAGE):
-            pages.add(page)
-    return sorted(pages)
-
-
-def ranges_of(pages):
-    """Consecutive pages joined: [(start, end_exclusive)]."""
-    ranges = []
-    for page in pages:
-        if ranges and ranges[-1][1] == page:
-            ranges[-1][1] = page + PAGE
-        else:
-            ranges.append([page, page + PAGE])
-    return [tuple(r) for r in ranges]
 
 
 def lime_bytes(memory, ranges):
@@ -105,7 +78,8 @@ class Program:
     def __init__(self, argv, env, cwd):
         self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.pid = self.process.pid
+        self.launcher_pid = self.process.pid
+        self.pid = None
         self.lines = []
         pending = b""
         deadline = time.monotonic() + 60
@@ -124,6 +98,11 @@ class Program:
             line, _, pending = pending.partition(b"\n")
             text = line.decode("utf-8").rstrip("\r")
             if text == "ready":
+                printed = [l for l in self.lines if l.startswith("unix_pid=")]
+                if not printed:
+                    self.stop()
+                    raise SystemExit("peb_self.exe did not print its Linux PID (unix_pid=)")
+                self.pid = int(printed[0].split("=", 1)[1])
                 return
             if text.startswith("error="):
                 self.stop()
@@ -136,6 +115,11 @@ class Program:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                if self.pid and self.pid != self.launcher_pid:
+                    try:
+                        os.kill(self.pid, 9)
+                    except ProcessLookupError:
+                        pass
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process.stdout.close()
@@ -152,9 +136,11 @@ def parse_printed(lines):
         elif key == "unlinked":
             base, path = value.split(" ", 1)
             values[key] = {"base": int(base, 16), "path": path}
+        elif key == "env":
+            values.setdefault("environment", []).append(value)
         elif key in ("peb", "teb", "image_base"):
             values[key] = int(value, 16)
-        elif key == "pid":
+        elif key in ("pid", "unix_pid", "parent_pid", "bits", "wow64"):
             values[key] = int(value)
         else:
             values[key] = value
@@ -197,6 +183,7 @@ def capture(program, name, out_dir):
         "printed_lines": program.lines,
         "printed": parse_printed(program.lines),
         "linux_pid_at_capture": program.pid,
+        "launched_as_pid": program.launcher_pid,
         "teb_found_through": "GS base of thread %s (ptrace)" % location.tid,
         "layout": layout.name,
         "layout_note": layout_note,
@@ -223,18 +210,16 @@ def main(argv=None):
     parser.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "wine"))
     parser.add_argument("--keep", action="store_true", help="keep the prefix (printed)")
     args = parser.parse_args(argv)
-    missing = [t for t in ("wine", "wineserver", MINGW) if shutil.which(t) is None]
-    if missing:
-        raise SystemExit("not installed: %s" % ", ".join(missing))
+    absent = missing("wine", "wineserver", MINGW)
+    if absent:
+        print("capture_wine_process: not installed: %s (%s)" % (", ".join(absent), INSTALL),
+              file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
-    root = tempfile.mkdtemp(prefix="ksinspect-wine-")
-    try:
+    with work_folder("ksinspect-wine-", args.keep) as root:
         prefix = os.path.join(root, "prefix")
-        env = {"PATH": "/usr/bin:/bin", "HOME": root, "LANG": "C.UTF-8", "WINEPREFIX": prefix,
-               "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
-        subprocess.run(["wine", "wineboot", "--init"], env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=300, check=True)
-        subprocess.run(["wineserver", "-w"], env=env, timeout=120, check=True)
+        env = wine_environment(root, prefix)
+        make_prefix(env)
         folder = os.path.join(prefix, "drive_c", "ksinspect")
         os.makedirs(folder)
         exe = os.path.join(folder, "peb_self.exe")
@@ -246,11 +231,6 @@ def main(argv=None):
             finally:
                 program.stop()
         subprocess.run(["wineserver", "-w"], env=env, timeout=120)
-    finally:
-        if args.keep:
-            print("kept", root)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

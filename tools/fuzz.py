@@ -56,6 +56,11 @@ HARNESSES = (
     ("fuzz_live", 300),
     ("fuzz_fields", 4096),
     ("fuzz_scan", 8192),
+    ("fuzz_kdump", 65536),
+    ("fuzz_kdump_reader", 65536),
+    ("fuzz_control", 2100),
+    ("fuzz_cpu_probe", 16),
+    ("fuzz_page_cache", 4096),
 )
 
 SANITIZE = ["-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",

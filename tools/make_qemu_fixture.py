@@ -16,7 +16,9 @@ the VM and captures, all describing the same CPU state:
                        reduced to the ELF header, the notes (byte for byte)
                        and only the physical pages ksinspect needs: every
                        page-table page reachable from CR3 plus the pages
-                       holding the GDT, IDT and TSS.  Pages left out are
+                       holding the GDT, IDT and TSS (and the TSSs of IDT
+                       task gates; with PTI, the user CR3's tables).  Pages
+                       left out are
                        simply absent from the PT_LOADs.
   core.elf.xz          the untrimmed core, only when its compressed size is
                        below --max-full-mb (otherwise it stays in the cache)
@@ -86,9 +88,23 @@ PROFILES = {
         arch="i386", flavour="686", qemu="qemu-system-i386",
         cpu="qemu32", paging="2level",
         doc="32-bit non-PAE kernel, 2-level paging with 4 MiB PSE pages"),
+    "x86_64-pti": dict(
+        arch="amd64", flavour="amd64", qemu="qemu-system-x86_64",
+        cpu="max,la57=off", paging="4level", append="pti=on", extra=True,
+        doc="64-bit kernel, 4-level paging, page-table isolation forced on (pti=on): "
+            "user mode runs on its own CR3, without most kernel mappings"),
 }
 
 KERNEL_APPEND = "console=ttyS0 panic=-1 nokaslr"
+
+
+def kernel_append(prof):
+    return KERNEL_APPEND + (" " + prof["append"] if prof.get("append") else "")
+
+
+# With PTI, Linux's user PGD is the page after the kernel PGD (the two are an
+# 8 KiB pair: PTI_USER_PGTABLE_BIT = PAGE_SHIFT, arch/x86/include/asm/pgtable.h).
+PTI_USER_PGD_OFFSET = 0x1000
 
 
 class FixtureError(Exception):
@@ -643,7 +659,7 @@ def file_contains(path, needle):
         return False
 
 
-def boot_and_capture(prof, vmlinuz, initrd, work, boot_timeout):
+def boot_and_capture(prof, vmlinuz, initrd, work, boot_timeout, kdump=False):
     qmp_path = os.path.join(work, "qmp.sock")
     console = os.path.join(work, "console.log")
     ksyms = os.path.join(work, "kallsyms.raw")
@@ -657,7 +673,7 @@ def boot_and_capture(prof, vmlinuz, initrd, work, boot_timeout):
     argv = [prof["qemu"], "-accel", "tcg", "-machine", "pc", "-cpu", prof["cpu"],
             "-smp", "1", "-m", "128M", "-display", "none", "-monitor", "none",
             "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd,
-            "-append", KERNEL_APPEND,
+            "-append", kernel_append(prof),
             "-serial", "file:" + console, "-serial", "file:" + ksyms,
             "-qmp", "unix:%s,server=on,wait=off" % qmp_path]
     log("boot: " + " ".join(shlex.quote(a) for a in argv))
@@ -685,6 +701,15 @@ def boot_and_capture(prof, vmlinuz, initrd, work, boot_timeout):
         # Absolute path works over QMP (HMP would parse '/' as division).
         q.cmd("dump-guest-memory", timeout=600, paging=False, protocol="file:" + core)
         cap["dump_seconds"] = round(time.time() - t1, 1)
+        if kdump:
+            # The same stopped state as a compressed kdump: QEMU 7.2 writes makedumpfile's
+            # flattened format and offers only zlib (query-dump-guest-memory-capability).
+            kdump_path = os.path.join(work, "core.kdump-zlib")
+            if os.path.exists(kdump_path):
+                os.unlink(kdump_path)
+            q.cmd("dump-guest-memory", timeout=600, paging=False, format="kdump-zlib",
+                  protocol="file:" + kdump_path)
+            cap["kdump_path"] = kdump_path
         if prof["paging"] == "5level":
             # QEMU 7.2's 'info mem' never finishes under LA57; a hung HMP
             # command would also block 'quit', so don't even try.
@@ -737,14 +762,20 @@ def cpu_context(core, regs=None):
     return st, paging_mode(cr0, cr4, long_mode)
 
 
-def select_pages(core, regs=None):
-    """Physical pages to keep, by reason."""
+def select_pages(core, regs=None, pti=False):
+    """Physical pages to keep, by reason (with ``pti``, also the tables of the
+    user PGD that pairs with the kernel PGD in CR3)."""
     st, mode = cpu_context(core, regs)
     w = Walker(core, mode, st["cr"][3], st["cr"][4])
     kept = {}
     for pa in w.table_pages():
         if core.find_load(pa) is not None:
             kept.setdefault(pa, set()).add("page-table")
+    if pti and mode in ("4level", "5level"):
+        user_cr3 = (st["cr"][3] & ADDR_MASK_64 & ~0x1FFF) | PTI_USER_PGD_OFFSET
+        for pa in Walker(core, mode, user_cr3, st["cr"][4]).table_pages():
+            if core.find_load(pa) is not None:
+                kept.setdefault(pa, set()).add("page-table (PTI user CR3)")
     missing = []
     for what in ("gdt", "idt", "tr"):
         seg = st[what]
@@ -753,7 +784,57 @@ def select_pages(core, regs=None):
                 missing.append("%s page %d" % (what, i))
                 continue
             kept.setdefault(pa, set()).add({"tr": "tss"}.get(what, what))
+    # TSSs that IDT task gates name (the i386 double-fault task, SDM vol. 3A §6.15):
+    # their GDT descriptors give base and limit; keep their first 104 bytes.
+    # The task's own CR3 (TSS offset 0x1C, SDM vol. 3A Figure 8-2) is loaded on
+    # the switch: keep its tables too, so the task's EIP and stack translate
+    # through them (swapper_pg_dir on Linux: mostly the same kernel tables).
+    for base in task_gate_tss_bases(core, w, st):
+        for i, pa in enumerate(w.range_pages(base, 0x67)):
+            if pa is not None and core.find_load(pa) is not None:
+                kept.setdefault(pa, set()).add("task-gate-tss")
+        tss = read_linear(core, w, base, 0x20)
+        if len(tss) == 0x20:
+            task_cr3 = struct.unpack_from("<I", tss, 0x1C)[0]
+            for pa in Walker(core, mode, task_cr3, st["cr"][4]).table_pages():
+                if core.find_load(pa) is not None:
+                    kept.setdefault(pa, set()).add("page-table (task-gate TSS CR3)")
     return kept, mode, missing
+
+
+def read_linear(core, w, base, size):
+    """Bytes at linear [base, base+size) through the walker; stops at the first hole."""
+    out = b""
+    while len(out) < size:
+        va = base + len(out)
+        pa = w.translate(va)
+        n = min(size - len(out), PAGE - (va & 0xFFF))
+        raw = None if pa is None else core.read_phys(pa, n)
+        if raw is None:
+            break
+        out += raw
+    return out
+
+
+def task_gate_tss_bases(core, w, st):
+    """Linear bases of the TSS descriptors that IDT task gates (type 5) select.
+    Only legacy IDTs (8-byte gates) have task gates; IA-32e mode has none."""
+    if core.e_machine == EM_X86_64:
+        return []
+    idt = read_linear(core, w, st["idt"]["base"], st["idt"]["limit"] + 1)
+    gdt = read_linear(core, w, st["gdt"]["base"], st["gdt"]["limit"] + 1)
+    bases = []
+    for off in range(0, len(idt) - 7, 8):
+        lo, hi = struct.unpack_from("<II", idt, off)
+        if (hi >> 8) & 0x1F != 0x05 or not hi >> 15 & 1:
+            continue
+        sel = (lo >> 16) & 0xFFF8
+        if sel + 8 > len(gdt):
+            continue
+        dlo, dhi = struct.unpack_from("<II", gdt, sel)
+        if (dhi >> 8) & 0x15 == 0x01:          # S=0, type 1/3/9/11: a TSS
+            bases.append((dlo >> 16) | (dhi & 0xFF) << 16 | (dhi & 0xFF000000))
+    return bases
 
 
 def write_trimmed(core, kept, dest):
@@ -923,7 +1004,7 @@ def run_profile(name, args):
     log("%s: kernel %s %s, busybox-static %s, initrd %d bytes"
         % (name, kpkg, kver, bver, os.path.getsize(initrd)))
 
-    cap = boot_and_capture(prof, vmlinuz, initrd, work, args.boot_timeout)
+    cap = boot_and_capture(prof, vmlinuz, initrd, work, args.boot_timeout, args.kdump)
     regs = parse_info_registers(cap["info_registers"])
     core_path = cap["core_path"]
     with open(core_path, "rb") as f:
@@ -932,7 +1013,7 @@ def run_profile(name, args):
     if mode != prof["paging"]:
         raise FixtureError("%s: guest runs %s paging, expected %s (CR4=%#x)"
                            % (name, mode, prof["paging"], st["cr"][4]))
-    kept, _, missing = select_pages(core, regs)
+    kept, _, missing = select_pages(core, regs, pti="pti=on" in kernel_append(prof))
     if missing:
         log("warning: not in image: " + ", ".join(missing))
 
@@ -981,7 +1062,7 @@ def run_profile(name, args):
         "qemu": {"binary": prof["qemu"], "version": qemu_version(prof["qemu"])},
         "cpu_model": prof["cpu"],
         "machine": "pc", "memory": "128M", "smp": 1, "accel": "tcg",
-        "kernel_append": KERNEL_APPEND,
+        "kernel_append": kernel_append(prof),
         # Paths under the cache dir are written as $CACHE so meta.json does
         # not depend on who ran the script.
         "command_line": " ".join(shlex.quote(a).replace(os.path.abspath(args.cache), "$CACHE")
@@ -1024,6 +1105,56 @@ def run_profile(name, args):
     if problems:
         raise FixtureError("verification failed for %s:\n  " % name + "\n  ".join(problems))
     return meta
+
+
+def retrim_profile(name, args):
+    """Rebuild <out>/<name>/core-trimmed.elf.xz from the full core of the same
+    capture (``core.elf.xz`` in --out or in the cache work dir) with the page
+    selection of this version of the tool, without booting; meta.json's
+    ``core_trimmed`` is updated. The full core's notes must be the ones
+    meta.json recorded, so the trimmed core stays one CPU state with the
+    other files of the profile."""
+    prof = PROFILES[name]
+    outdir = os.path.join(args.out, name)
+    meta_path = os.path.join(outdir, "meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    for full in (os.path.join(outdir, "core.elf.xz"),
+                 os.path.join(args.cache, "work", name, "core.elf.xz")):
+        if os.path.exists(full):
+            break
+    else:
+        raise SkipProfile("no full core for %s in %s or the cache" % (name, outdir))
+    with lzma.open(full) as f:
+        core = ElfCore(f.read())
+    notes = hashlib.sha256(b"".join(core.note_bytes())).hexdigest()
+    if notes != meta.get("core_full", {}).get("notes_sha256"):
+        raise SkipProfile("%s is not the capture %s/meta.json describes (its notes differ)"
+                          % (full, outdir))
+    regs_txt = read_text_fixture(outdir, "info-registers.txt")
+    regs = parse_info_registers(regs_txt) if regs_txt else None
+    kept, _, missing = select_pages(core, regs, pti="pti=on" in kernel_append(prof))
+    # Only --out is written: the cache may be someone else's (read it, never write it).
+    with tempfile.TemporaryDirectory() as tmp:
+        trimmed_raw = os.path.join(tmp, "core-trimmed.elf")
+        tdata, runs = write_trimmed(core, kept, trimmed_raw)
+        tsize = xz_file(trimmed_raw, os.path.join(outdir, "core-trimmed.elf.xz"), preset=9)
+    reasons = {}
+    for why in kept.values():
+        for r in why:
+            reasons[r] = reasons.get(r, 0) + 1
+    meta["core_trimmed"] = {"size": len(tdata), "sha256": hashlib.sha256(tdata).hexdigest(),
+                            "xz_size": tsize, "pages_kept": len(kept),
+                            "pages_by_reason": reasons, "pt_load_runs": len(runs),
+                            "not_in_image": missing, "retrimmed_from": os.path.basename(full)}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=False)
+        f.write("\n")
+    log("%s: re-trimmed from %s: %d pages (%s)" % (name, full, len(kept), ", ".join(
+        "%s %d" % kv for kv in sorted(reasons.items()))))
+    problems = verify_profile(outdir)
+    if problems:
+        raise FixtureError("verification failed for %s:\n  " % name + "\n  ".join(problems))
 
 
 # ---------------------------------------------------------------------------
@@ -1098,7 +1229,12 @@ the cache (`~/.cache/ksinspect-fixtures`, option `--cache`) and unpacked with
     and kernel halves are walked;
   * the pages backing the GDT, the IDT and the TSS (bases and limits from the
     QEMU note's `gdt`, `idt` and `tr`, linear addresses translated through
-    the page tables above).
+    the page tables above);
+  * the first 104 bytes of every TSS an IDT task gate names (the i386
+    double-fault task, GDT selector 0xF8);
+  * for the `x86_64-pti` profile (built only by name, shipped in
+    `tests/data/qemu-pti`), the page tables of the user CR3 too: with PTI
+    the user PGD is the page after the kernel PGD.
 
 Every other physical page -- kernel text and data (so IDT handler code),
 stacks, the LDT, VGA memory, the ROM -- is simply absent from the image: a
@@ -1159,14 +1295,32 @@ def main(argv=None):
     ap.add_argument("--refresh", action="store_true", help="re-run the private apt-get update")
     ap.add_argument("--boot-timeout", type=int, default=180,
                     help="seconds to wait for the guest marker (default %(default)s)")
+    ap.add_argument("--kdump", action="store_true",
+                    help="also dump the stopped guest as a compressed kdump (QMP format "
+                         "kdump-zlib) into the cache's work dir, for tools/make_kdump_fixture.py")
     ap.add_argument("--max-full-mb", type=float, default=15.0,
                     help="commit the untrimmed core.elf.xz only below this size (MB)")
     ap.add_argument("--keep-raw", action="store_true",
                     help="keep the uncompressed core in the cache work dir")
     ap.add_argument("--verify-only", action="store_true",
                     help="only verify existing fixtures in --out")
+    ap.add_argument("--retrim", action="store_true",
+                    help="rebuild each profile's core-trimmed.elf.xz from the full core of the "
+                         "same capture (in --out or the cache), without booting")
     args = ap.parse_args(argv)
-    profiles = args.profile or list(PROFILES)
+    # Extra profiles (x86_64-pti) are built only when asked for by name; they are
+    # shipped in their own directory (tests/data/qemu-pti), beside the four.
+    profiles = args.profile or [p for p in PROFILES if not PROFILES[p].get("extra")]
+
+    if args.retrim:
+        rc = 0
+        for name in profiles:
+            try:
+                retrim_profile(name, args)
+            except (SkipProfile, FixtureError, OSError) as e:
+                log("%s: not re-trimmed: %s" % (name, e))
+                rc = 1
+        return rc
 
     if args.verify_only:
         rc = 0

@@ -7,9 +7,10 @@ from ..x86 import (DR6, DR7, LEVEL_NAMES, Breakpoint, PagingEntry, PagingMode,
                    SegmentDescriptor, Selector, encode_dr7)
 from ._args import (UsageError, add_svg_option, parse_hex_bytes, parse_int,
                     split_breakpoint_spec, write_svg)
+from .options import add_maxphyaddr, add_paging_mode
 
 
-def _emit_value(args, out: IO[str], value, records: Optional[List[dict]] = None,
+def emit_value(args, out: IO[str], value, records: Optional[List[dict]] = None,
                 columns: Optional[Sequence[str]] = None) -> int:
     write_svg(getattr(args, "svg", None), value)
     document = value.to_dict()
@@ -23,7 +24,7 @@ def _flat(record: dict) -> dict:
 
 
 def cmd_selector(args, out):
-    return _emit_value(args, out, Selector.decode(parse_int(args.value, "VALUE", 16)))
+    return emit_value(args, out, Selector.decode(parse_int(args.value, "VALUE", 16)))
 
 
 def cmd_desc(args, out):
@@ -40,7 +41,7 @@ def cmd_desc(args, out):
             raise UsageError("argument QWORD: give one or two qwords (or --bytes HEX)")
         lo = parse_int(args.qwords[0], "QWORD")
         hi = parse_int(args.qwords[1], "QWORD2") if len(args.qwords) == 2 else None
-    return _emit_value(args, out, SegmentDescriptor.decode(lo, hi, args.mode))
+    return emit_value(args, out, SegmentDescriptor.decode(lo, hi, args.mode))
 
 
 def cmd_pte(args, out):
@@ -48,13 +49,11 @@ def cmd_pte(args, out):
     if args.level not in LEVEL_NAMES[mode]:
         raise UsageError("argument --level: level %d does not exist in %s paging (levels %s)" % (
             args.level, mode.value, ", ".join(str(n) for n in sorted(LEVEL_NAMES[mode]))))
-    if not 32 <= args.maxphyaddr <= 52:
-        raise UsageError("argument --maxphyaddr: %d is outside 32..52" % args.maxphyaddr)
     value = parse_int(args.value, "VALUE", 32 if mode is PagingMode.BITS32 else 64)
     pat = None if args.pat is None else parse_int(args.pat, "--pat")
     entry = PagingEntry.decode(value, mode, args.level, args.maxphyaddr, pat,
                                pse=not args.no_pse, nxe=not args.no_nxe)
-    return _emit_value(args, out, entry)
+    return emit_value(args, out, entry)
 
 
 def parse_breakpoint(text: str) -> Breakpoint:
@@ -75,8 +74,11 @@ def parse_breakpoint(text: str) -> Breakpoint:
 
 
 def cmd_dr7(args, out):
-    if (args.value is None) == (not args.set):
-        raise UsageError("argument VALUE: give a DR7 VALUE to decode or --set ... to encode")
+    if args.value is not None and args.set:
+        raise UsageError("argument --set: give a DR7 VALUE to decode or --set ... to encode, "
+                         "not both")
+    if args.value is None and not args.set:
+        raise UsageError("argument VALUE: give a DR7 VALUE to decode, or --set ... to encode")
     long_mode = not args.legacy
     if args.value is not None:
         dr7 = DR7.decode(parse_int(args.value, "VALUE"), long_mode, args.cr4_de)
@@ -87,39 +89,50 @@ def cmd_dr7(args, out):
         except (EncodeError, DecodeError) as exc:
             raise UsageError("argument --set: %s" % exc) from None
     records = [dict(raw=dr7.raw, **b.to_dict()) for b in dr7.breakpoints]
-    return _emit_value(args, out, dr7, records,
+    return emit_value(args, out, dr7, records,
                        ["raw", "index", "enabled", "local", "global", "condition", "length"])
 
 
 def cmd_dr6(args, out):
-    return _emit_value(args, out, DR6.decode(parse_int(args.value, "VALUE")))
+    return emit_value(args, out, DR6.decode(parse_int(args.value, "VALUE")))
+
+
+def _level(text: str) -> int:
+    """--level as every number is typed (hex, 0n decimal); 1..5 is checked per mode."""
+    return parse_int(text, "--level", 8)
 
 
 def register(sub, output) -> None:
     p = sub.add_parser("selector", parents=[output], help="decode a segment selector",
                        description="Decode a 16-bit segment selector (SDM vol. 3A §3.4.2). "
                                    "Numbers are hex; prefix 0n for decimal.")
-    p.add_argument("value", metavar="VALUE")
+    p.add_argument("value", metavar="VALUE", help="the 16-bit selector (hex)")
+    add_svg_option(p)
     p.set_defaults(func=cmd_selector)
 
     p = sub.add_parser("desc", parents=[output], help="decode a segment descriptor or gate",
                        description="Decode a segment descriptor or gate (SDM vol. 3A §3.4.5, "
                                    "§6.11, §6.14.1). QWORD2 is the upper half of a 16-byte "
                                    "IA-32e system descriptor.")
-    p.add_argument("qwords", metavar="QWORD", nargs="*")
+    p.add_argument("qwords", metavar="QWORD", nargs="*",
+                   help="the descriptor as one 64-bit hex value (two for a 16-byte one: low "
+                        "then high)")
     p.add_argument("--bytes", metavar="HEX", help="the descriptor in memory byte order")
-    p.add_argument("--mode", choices=("legacy", "long"), default="long",
-                   help="protected (legacy) or IA-32e (long) mode; default long")
+    p.add_argument("--descriptor-format", "--mode", dest="mode", choices=("legacy", "long"),
+                   default="long", help="protected (legacy) or IA-32e (long) mode; default "
+                                        "long (--mode is an alias)")
     add_svg_option(p)
     p.set_defaults(func=cmd_desc)
 
     p = sub.add_parser("pte", parents=[output], help="decode a paging-structure entry",
                        description="Decode a paging-structure entry (SDM vol. 3A chapter 4).")
-    p.add_argument("value", metavar="VALUE")
-    p.add_argument("--mode", choices=[m.value for m in PagingMode], required=True)
-    p.add_argument("--level", type=int, required=True,
-                   help="1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E")
-    p.add_argument("--maxphyaddr", type=int, default=52, help="physical-address width (default 52)")
+    p.add_argument("value", metavar="VALUE", help="the entry (hex)")
+    add_paging_mode(p, "the paging mode the entry belongs to (--mode is an alias)",
+                    required=True)
+    p.add_argument("--level", type=_level, required=True,
+                   help="1 = PTE, 2 = PDE, 3 = PDPTE, 4 = PML4E, 5 = PML5E (0x2 and 0n2 "
+                        "too: numbers are hex everywhere)")
+    add_maxphyaddr(p, "physical-address width (default 52)")
     p.add_argument("--pat", metavar="VALUE", help="IA32_PAT (default: the power-on value)")
     p.add_argument("--no-pse", action="store_true", help="CR4.PSE=0 (32-bit paging)")
     p.add_argument("--no-nxe", action="store_true", help="IA32_EFER.NXE=0: bit 63 is reserved")
@@ -128,7 +141,8 @@ def register(sub, output) -> None:
 
     p = sub.add_parser("dr7", parents=[output], help="decode or encode DR7",
                        description="Decode DR7, or encode it with --set (SDM vol. 3B §17.2.4).")
-    p.add_argument("value", metavar="VALUE", nargs="?")
+    p.add_argument("value", metavar="VALUE", nargs="?",
+                   help="a DR7 value to decode (hex); or give --set to encode one")
     p.add_argument("--set", action="append", metavar="SLOT:CONDITION:LENGTH[:local|global|both][:ADDRESS]",
                    help="a breakpoint to encode (repeat for more); CONDITION is execute, write, "
                         "io or readwrite; LENGTH 1, 2, 4 or 8 bytes")
@@ -142,5 +156,6 @@ def register(sub, output) -> None:
 
     p = sub.add_parser("dr6", parents=[output], help="decode DR6",
                        description="Decode DR6 (SDM vol. 3B §17.2.3).")
-    p.add_argument("value", metavar="VALUE")
+    p.add_argument("value", metavar="VALUE", help="the DR6 value (hex)")
+    add_svg_option(p)
     p.set_defaults(func=cmd_dr6)

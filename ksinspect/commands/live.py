@@ -12,6 +12,9 @@ def cmd_live(args, out):
     reason = linux.unavailable_reason()
     if reason:
         raise UnsupportedError("live: %s" % reason)
+    if args.privileged:
+        from .cpu import privileged_table_output
+        return privileged_table_output(args, out)
     registers = [s.to_dict() for s in segments.live_segments()]
     visible = [v.to_dict() for v in segments.visible_gdt()]
     ldt = [d.to_dict() for d in segments.ldt()]
@@ -53,4 +56,7 @@ def register(sub, output) -> None:
                                    "whether UMIP is in force.")
     p.add_argument("--demo", action="store_true",
                    help="write an LDT entry in a child process, load it into ES and decode it")
+    p.add_argument("--privileged", action="store_true",
+                   help="run each privileged instruction at CPL 3 in a child and set what the "
+                        "CPU did beside what the SDM says (and which CR4 bits change it)")
     p.set_defaults(func=cmd_live)

@@ -1,17 +1,21 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
 from ..errors import ImageFormatError
 from ..render import emit, table
-from ..memory import open_image
-from ..symbols import SymbolTable
 from ..table_source import read_table
 from .. import tables
-from ._args import UsageError, names_input, parse_int
+from ._args import UsageError, add_max_decompressed, names_input, parse_int, provenance
+from .options import (add_cr3, add_registers, add_symbols, add_table_modes, load_symbols,
+                      open_memory, page_table_options)
 
 GDT_COLUMNS = ("selector", "base", "limit", "type", "dpl", "size", "gran", "pres", "long",
                "flags", "registers", "findings")
 IDT_COLUMNS = ("vector", "name", "kind", "selector", "offset", "ist", "dpl", "present", "symbol",
                "findings")
 
+
+# CSV cells written in hex (addresses, selectors, raw descriptor bits), as in the table.
+CSV_HEX = ("selector", "offset", "base", "limit", "raw_limit", "raw", "raw_high", "vector",
+           "ist_address")
 
 # A descriptor table holds at most 64 KiB (a 16-bit limit, SDM §2.4.1); a
 # raw table file is read up to one byte past that, never a whole image.
@@ -25,14 +29,6 @@ def _read_raw_table(path: str) -> bytes:
             return fh.read(MAX_TABLE_BYTES + 1)
     except OSError as exc:
         raise ImageFormatError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
-
-
-def _load_symbols(args):
-    if args.symbols is None:
-        return None
-    if args.image_base is not None:
-        return SymbolTable.from_pe(args.symbols, parse_int(args.image_base, "--image-base"))
-    return SymbolTable.from_system_map(args.symbols)
 
 
 def _text_range(args):
@@ -59,14 +55,18 @@ def _source(args, which: str):
                     "memory image give --base and --limit" % (args.source, MAX_TABLE_BYTES))
             return data, None, len(data) - 1 if data else None, None, (
                 "read as raw %s bytes from %s" % (which, args.source),)
-    with open_image(args.source, registers=args.registers) as memory:
-        found = read_table(memory, which,
-                           None if args.base is None else parse_int(args.base, "--base"),
-                           None if args.limit is None else parse_int(args.limit, "--limit"),
-                           None if args.cr3 is None else parse_int(args.cr3, "--cr3"),
-                           args.physical)
-        if args.mode is None and found.mode is not None:
-            args.mode = found.mode.value
+    base = None if args.base is None else parse_int(args.base, "--base")
+    limit = None if args.limit is None else parse_int(args.limit, "--limit")
+    cr3 = args.cr3
+    if base is not None and limit is None:
+        raise UsageError("argument --limit: --base needs --limit (the table's size minus one)")
+    with open_memory(args, "source") as memory:
+        with page_table_options(args.source, " to translate the linear --base (or --physical "
+                                             "for a physical one)"):
+            found = read_table(memory, which, base, limit, cr3, args.physical,
+                               args.paging_mode)
+        if args.descriptor_format is None and found.mode is not None:
+            args.descriptor_format = found.mode.value
         return found.data, found.base, found.limit, memory.cpu, found.notes
 
 
@@ -75,33 +75,52 @@ def _gdt_row(entry) -> dict:
     return {"selector": entry.selector, "base": d.base, "limit": d.limit, "type": d.short_type,
             "dpl": d.dpl, "size": "Bg" if d.db else "Nb", "gran": "Pg" if d.granularity else "By",
             "pres": "P" if d.present else "NP", "long": "Lo" if d.long else "Nl",
-            "flags": (d.raw >> 40) & 0xF0FF, "registers": [r.upper() for r in entry.registers],
+            "flags": d.attributes, "registers": [r.upper() for r in entry.registers],
             "findings": [str(f) for f in entry.findings]}
+
+
+def _selector_range(text):
+    """WinDbg's `dg FIRST [LAST]` as SEL[-SEL] (hex): (first index, last index).
+    Selectors name slots by their index (bits 15:3, SDM §3.4.2); the TI and
+    RPL bits of either end do not move the range."""
+    if text is None:
+        return None
+    first_text, sep, last_text = text.partition("-")
+    first = parse_int(first_text, "SELECTORS", 16)
+    last = parse_int(last_text, "SELECTORS", 16) if sep else first
+    if last < first:
+        raise UsageError("argument SELECTORS: %#x is below %#x" % (last, first))
+    return first >> 3, last >> 3
 
 
 @names_input("source")
 def cmd_segment_table(args, out):
     which = "GDT" if args.command == "gdt" else "LDT"
+    wanted = _selector_range(args.selectors)
     data, base, limit, cpu, notes = _source(args, which)
-    result = tables.decode_table(data, which, args.mode, base, limit, cpu, notes)
-    records = [e.to_dict() for e in result]
+    result = tables.decode_table(data, which, args.descriptor_format, base, limit, cpu, notes)
+    entries = [e for e in result if wanted is None or wanted[0] <= e.index <= wanted[1]]
+    records = [e.to_dict() for e in entries]
     text = "\n".join(list(result.notes) + [table(
-        [_gdt_row(e) for e in result], GDT_COLUMNS,
+        [_gdt_row(e) for e in entries], GDT_COLUMNS,
         hex_columns=("selector", "base", "limit", "flags"))])
-    emit(out, args.format, records, document=records, text=text)
+    emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
+    provenance(args, result.notes)
     return 0
 
 
 @names_input("source")
 def cmd_idt(args, out):
     data, base, limit, _cpu, notes = _source(args, "IDT")
-    symbols = _load_symbols(args)
-    result = tables.decode_idt(data, args.mode, base, limit, symbols, _text_range(args), notes)
+    symbols = load_symbols(args)
+    result = tables.decode_idt(data, args.descriptor_format, base, limit, symbols,
+                               _text_range(args), notes)
     records = [e.to_dict(symbols is not None) for e in result]
     rows = [dict(r, findings=[f["message"] for f in r["findings"]]) for r in records]
     text = "\n".join(list(result.notes) + [table(rows, IDT_COLUMNS,
                                                  hex_columns=("vector", "selector", "offset"))])
-    emit(out, args.format, records, document=records, text=text)
+    emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
+    provenance(args, result.notes)
     return 0
 
 
@@ -112,21 +131,22 @@ def register(sub, output) -> None:
                            description="Walk %s from SOURCE: a file of raw table bytes, a memory "
                                        "image with --base/--limit, or a QEMU dump-guest-memory "
                                        "core on its own (its CPU state gives the table)." % what)
-        p.add_argument("source", metavar="SOURCE")
-        p.add_argument("--mode", choices=("legacy", "long"),
-                       help="descriptor format; inferred (and said so) when not given")
+        p.add_argument("source", metavar="SOURCE",
+                       help="raw table bytes, or a memory image (raw, LiME, ELF core; .xz/.gz)")
+        if name != "idt":
+            p.add_argument("selectors", metavar="SELECTORS", nargs="?",
+                           help="only these slots, SEL or FIRST-LAST (hex selectors, as "
+                                "WinDbg's dg FIRST LAST)")
+        add_table_modes(p)
         p.add_argument("--base", metavar="ADDRESS", help="the table's address in the image")
         p.add_argument("--limit", metavar="N", help="the table's limit (size - 1), hex")
-        p.add_argument("--cr3", metavar="X", help="page-table root for a linear --base")
+        add_cr3(p, "page-table root for a linear --base")
         p.add_argument("--physical", action="store_true", help="--base is a physical address")
-        p.add_argument("--registers", metavar="FILE",
-                       help="QEMU 'info registers' text to complete the image's CPU state")
+        add_registers(p)
+        add_max_decompressed(p)
         if name == "idt":
-            p.add_argument("--symbols", metavar="FILE",
-                           help="System.map / kallsyms (.xz/.gz ok), or a PE kernel with "
-                                "--image-base")
-            p.add_argument("--image-base", metavar="ADDRESS",
-                           help="load address of the PE kernel given to --symbols")
+            add_symbols(p, "System.map / kallsyms (.xz/.gz ok; a regular file of at most 64 MiB "
+                           "once decompressed), or a PE kernel with --image-base", pe=True)
             p.add_argument("--text-range", metavar="START-END",
                            help="kernel text range for the handler check")
             p.set_defaults(func=cmd_idt)

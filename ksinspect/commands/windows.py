@@ -2,24 +2,15 @@
 import re
 from typing import IO
 
-from ..errors import UnknownLayoutError
 from ..memory import open_image
-from ..paging import AddressSpace
 from ..render import emit, table
-from ..windows.layout import Layout, available_layouts, load_layout
-from ..x86 import PagingMode
-from ._args import UsageError, parse_int
+from ..windows.layout_files import available_layouts, load_layout
+from ._args import UsageError, decompress_cap, parse_int
+from .options import (WINDOWS_MODE_HELP, add_image, add_layout, add_page_tables, open_memory,
+                      page_table_options)
 
 LAYOUT_COLUMNS = ("name", "os", "arch", "nt_version")
 MODULE_COLUMNS = ("base", "size", "entry_point", "name", "path")
-
-
-def layout_argument(text: str, option: str = "--layout") -> Layout:
-    """A --layout value as a Layout; an unknown build is a usage error naming close ones."""
-    try:
-        return load_layout(text)
-    except UnknownLayoutError as exc:
-        raise UsageError("argument %s: %s" % (option, exc)) from None
 
 
 # -- layouts ------------------------------------------------------------------------------
@@ -68,32 +59,34 @@ def cmd_peb(args, out: IO[str]) -> int:
         if args.pid <= 0:
             raise UsageError("argument --pid: %d is not a process ID" % args.pid)
         from ..live.windows_process import inspect_live_peb
-        layout = None if args.layout is None else layout_argument(args.layout)
-        return _emit_peb(args, out, inspect_live_peb(args.pid, layout=layout))
+        return _emit_peb(args, out, inspect_live_peb(args.pid, layout=args.layout))
     if args.image is None:
         raise UsageError("give a memory IMAGE with --address VA --layout L, or --pid N")
+    if args.address is None and args.cr3 is None and not args.flat:
+        with open_image(args.image, max_decompressed=decompress_cap(args)) as memory:
+            if memory.format == "minidump":     # the PEB is found from the dump's own threads
+                from .dump import peb_of_dump
+                return _emit_peb(args, out, peb_of_dump(memory, args.layout, args.max_modules))
     if args.address is None:
         raise UsageError("argument --address: the PEB's linear address is required with IMAGE")
     if args.layout is None:
         raise UsageError("argument --layout: required with IMAGE (`ksinspect layouts` lists them)")
     if args.max_modules < 1:
         raise UsageError("argument --max-modules: %d is not a positive number" % args.max_modules)
-    layout = layout_argument(args.layout)
+    layout = args.layout
     address = parse_int(args.address, "--address")
     from ..windows.peb import read_peb, read_peb32
     if args.flat and (args.cr3 is not None or args.mode is not None):
         raise UsageError("argument --flat: the image's addresses are the virtual addresses; "
-                         "--cr3 and --mode do not apply")
-    with open_image(args.image, registers=args.registers) as memory:
-        if args.flat:
-            space = memory          # a process memory sample: no page tables to walk
+                         "--cr3 and --paging-mode do not apply")
+    with open_memory(args) as memory:
+        if args.flat or getattr(memory, "virtual", False):
+            space = memory          # a process memory sample or a minidump: no page tables
         else:
-            cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
-            if memory.cpu is None and (cr3 is None or args.mode is None):
-                raise UsageError("argument --cr3/--mode: %s carries no CPU state: give --cr3 "
-                                 "and --mode (or --registers FILE, or --flat for a process "
-                                 "memory sample)" % args.image)
-            space = AddressSpace(memory, cr3=cr3, mode=args.mode)
+            from ..windows.pslist import layout_space
+            with page_table_options(args.image, " (or --registers FILE, or --flat for a "
+                                                "process memory sample)"):
+                space = layout_space(memory, layout, args.cr3, args.mode)
         if args.wow64:
             peb = read_peb32(space, address, layout, max_modules=args.max_modules)
         else:
@@ -118,18 +111,11 @@ def register_peb(sub, output) -> None:
                                    "--layout L, through the process's page tables, or --flat "
                                    "for a sample of process memory) or from a "
                                    "live process (--pid N). Numbers are hex; 0n for decimal.")
-    p.add_argument("image", metavar="IMAGE", nargs="?",
-                   help="memory image (raw, LiME, ELF core; .xz/.gz)")
+    add_image(p, nargs="?")
     p.add_argument("--address", metavar="VA", help="the PEB's linear address")
-    p.add_argument("--layout", metavar="L",
-                   help="Windows build: a name from `ksinspect layouts`, a unique part of one, "
-                        "or a layout JSON / Volatility 3 ISF file")
-    p.add_argument("--cr3", metavar="X", help="the process's page-table root "
-                                              "(DirectoryTableBase; default the image's CR3)")
-    p.add_argument("--mode", choices=[m.value for m in PagingMode],
-                   help="paging mode (default: from the image's CR0/CR4/EFER)")
-    p.add_argument("--registers", metavar="FILE",
-                   help="QEMU `info registers` output completing the image's CPU state")
+    add_layout(p)
+    add_page_tables(p, "the process's page-table root (DirectoryTableBase; default the image's "
+                       "CR3)", WINDOWS_MODE_HELP)
     p.add_argument("--flat", action="store_true",
                    help="the image's addresses are the process's virtual addresses (a process "
                         "memory sample, e.g. tests/data/wine): no paging")
@@ -162,15 +148,14 @@ def _note(errors, text: str) -> None:
 
 def _kernel_space_args(args, memory, layout):
     from ..windows.pslist import kernel_space
-    cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
-    return kernel_space(memory, layout, cr3, args.mode)
+    return kernel_space(memory, layout, args.cr3, args.mode)
 
 
 def cmd_eprocess(args, out: IO[str]) -> int:
-    layout = layout_argument(args.layout)
+    layout = args.layout
     address = parse_int(args.address, "--address")
     from ..windows.eprocess import read_eprocess
-    with open_image(args.image, registers=args.registers) as memory:
+    with open_memory(args) as memory:
         space, _ = _kernel_space_args(args, memory, layout)
         process = read_eprocess(space, layout, address)
         document = dict(process.to_dict(), physical=process.physical,
@@ -186,7 +171,7 @@ def cmd_eprocess(args, out: IO[str]) -> int:
 
 
 def cmd_pslist(args, out: IO[str], errors=None) -> int:
-    layout = layout_argument(args.layout)
+    layout = args.layout
     start = None if args.start is None else parse_int(args.start, "--start")
     kernel_base = None if args.kernel_base is None else parse_int(args.kernel_base,
                                                                   "--kernel-base")
@@ -194,7 +179,7 @@ def cmd_pslist(args, out: IO[str], errors=None) -> int:
         raise UsageError("argument --max-processes: %d is not a positive number"
                          % args.max_processes)
     from ..windows.pslist import pslist
-    with open_image(args.image, registers=args.registers) as memory:
+    with open_memory(args) as memory:
         space, how = _kernel_space_args(args, memory, layout)
         result = pslist(memory, layout, start=start, kernel_base=kernel_base,
                         max_entries=args.max_processes, read_pebs=not args.no_peb, space=space)
@@ -209,20 +194,19 @@ def cmd_pslist(args, out: IO[str], errors=None) -> int:
 
 
 def cmd_psscan(args, out: IO[str], errors=None) -> int:
-    layout = layout_argument(args.layout)
+    layout = args.layout
     from ..errors import KsinspectError
     from ..windows.psscan import cross_reference, psscan
     from ..windows.pslist import kernel_space, pslist
     if args.max_candidates < 1:
         raise UsageError("argument --max-candidates: %d is not a positive number"
                          % args.max_candidates)
-    with open_image(args.image, registers=args.registers) as memory:
+    with open_memory(args) as memory:
         result = psscan(memory, layout, max_candidates=args.max_candidates)
         why = None
         if not args.no_list:
             try:
-                cr3 = None if args.cr3 is None else parse_int(args.cr3, "--cr3")
-                space, _ = kernel_space(memory, layout, cr3, args.mode, scan=result)
+                space, _ = kernel_space(memory, layout, args.cr3, args.mode, scan=result)
                 listed = pslist(memory, layout, space=space, read_pebs=False).processes
                 cross_reference(result, layout, space, listed)
             except KsinspectError as exc:
@@ -240,16 +224,9 @@ def cmd_psscan(args, out: IO[str], errors=None) -> int:
 
 
 def _image_options(p, cr3_help: str) -> None:
-    p.add_argument("image", metavar="IMAGE", help="memory image (raw, LiME, ELF core; .xz/.gz)")
-    p.add_argument("--layout", metavar="L", required=True,
-                   help="Windows build: a name from `ksinspect layouts`, a unique part of one, "
-                        "or a layout JSON / Volatility 3 ISF file")
-    p.add_argument("--cr3", metavar="X", help=cr3_help)
-    p.add_argument("--mode", choices=[m.value for m in PagingMode],
-                   help="paging mode (default: the image's; else 4level for x64 layouts, pae "
-                        "for x86)")
-    p.add_argument("--registers", metavar="FILE",
-                   help="QEMU `info registers` output completing the image's CPU state")
+    add_image(p)
+    add_layout(p, required=True)
+    add_page_tables(p, cr3_help, WINDOWS_MODE_HELP)
 
 
 def register_processes(sub, output) -> None:

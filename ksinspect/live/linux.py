@@ -72,7 +72,7 @@ def unavailable_reason() -> Optional[str]:
     if not sys.platform.startswith("linux"):
         return "ksinspect.live.linux needs Linux (this is %s)" % sys.platform
     try:
-        from .. import _native_live
+        from .._native import live as _native_live
     except ImportError as exc:
         return "the compiled core is not available: %s" % exc
     if not _native_live.supported():
@@ -92,7 +92,7 @@ def _native():
     reason = unavailable_reason()
     if reason is not None:
         raise UnsupportedError(reason)
-    from .. import _native_live
+    from .._native import live as _native_live
     return _native_live
 
 
@@ -257,7 +257,7 @@ def probe_ldt(max_index: int = _MAX_INDEX, rpl: int = 3) -> List[ProbedSelector]
 _CHILD = """\
 import faulthandler, sys
 faulthandler.disable()
-from ksinspect import _native_live as n
+from ksinspect._native import live as n
 r = n.%s()
 print(*(r if isinstance(r, tuple) else (r,)))
 """

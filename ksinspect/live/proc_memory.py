@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional
 from ..errors import InvalidAddressError, LiveOSError
 
 __all__ = ["MAX_READ", "ProcessMemory", "Mapping", "read_maps", "access_hint",
-           "no_such_process", "proc_path"]
+           "no_such_process", "proc_path", "read_proc_file"]
 
 # The largest single read: the decoders read structures and strings, not
 # whole regions; a bigger request is a bug or hostile data (a huge length).
@@ -121,22 +121,32 @@ class Mapping(NamedTuple):
         return self.inode == 0 and not self.path
 
 
-def read_maps(pid: int) -> List[Mapping]:
-    """The mappings of process *pid*, in address order.
+def read_proc_file(pid: int, name: str) -> bytes:
+    """The bytes of ``/proc/PID/NAME``.
 
     Raises:
-        LiveOSError: the process does not exist or its map cannot be read.
+        LiveOSError: the process does not exist (ESRCH), the file may not be
+            read (EACCES, with what would allow it), or another OS error.
     """
-    path = proc_path(pid, "maps")
+    path = proc_path(pid, name)
     try:
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", "surrogateescape")
+            return handle.read()
     except FileNotFoundError:
         raise no_such_process(pid) from None
     except PermissionError:
         raise LiveOSError(errno.EACCES, access_hint(pid, "reading " + path)) from None
     except OSError as exc:
         raise LiveOSError(exc.errno, "cannot read %s: %s" % (path, exc.strerror)) from None
+
+
+def read_maps(pid: int) -> List[Mapping]:
+    """The mappings of process *pid*, in address order.
+
+    Raises:
+        LiveOSError: the process does not exist or its map cannot be read.
+    """
+    text = read_proc_file(pid, "maps").decode("utf-8", "surrogateescape")
     mappings = []
     for line in text.splitlines():
         # start-end perms offset dev inode [path]; the path may hold spaces.
@@ -174,6 +184,10 @@ class ProcessMemory:
         except PermissionError:
             raise LiveOSError(errno.EACCES, access_hint(pid, "reading " + path)) from None
         except OSError as exc:
+            from .process_state import is_kernel_thread, process_name
+            if exc.errno == errno.ESRCH and is_kernel_thread(pid):
+                raise LiveOSError(exc.errno, "process %d (%s) is a kernel thread: it has no "
+                                  "user memory to read" % (pid, process_name(pid))) from None
             raise LiveOSError(exc.errno, "cannot open %s: %s" % (path, exc.strerror)) from None
 
     def read(self, address: int, size: int) -> bytes:

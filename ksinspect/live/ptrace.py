@@ -29,21 +29,20 @@ from typing import Optional
 
 from ..errors import (NoSuchProcessError, PtraceError, TracePermissionError,
                       UnsupportedError)
+from .proc_memory import access_hint
+from .process_state import attach_obstacle
 
 # Requests (include/uapi/linux/ptrace.h; x86 ones in arch/x86/include/uapi/asm/ptrace-abi.h).
-PTRACE_TRACEME = 0
 PTRACE_PEEKDATA = 2
 PTRACE_PEEKUSER = 3
 PTRACE_POKEDATA = 5
 PTRACE_POKEUSER = 6
 PTRACE_CONT = 7
-PTRACE_KILL = 8
 PTRACE_SINGLESTEP = 9
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_ATTACH = 16
 PTRACE_DETACH = 17
-PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SEIZE = 0x4206
@@ -52,20 +51,12 @@ PTRACE_LISTEN = 0x4208
 
 _REQUEST_NAMES = {v: k for k, v in list(globals().items()) if k.startswith("PTRACE_")}
 
-# PTRACE_SETOPTIONS / PTRACE_SEIZE options and the events they report.
-PTRACE_O_TRACESYSGOOD = 0x01
-PTRACE_O_TRACEFORK = 0x02
-PTRACE_O_TRACEVFORK = 0x04
+# PTRACE_SEIZE options and the events they report (the ones the debugger uses).
 PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXEC = 0x10
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_O_EXITKILL = 0x100000
 
-PTRACE_EVENT_FORK = 1
-PTRACE_EVENT_VFORK = 2
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXEC = 4
-PTRACE_EVENT_EXIT = 6
 PTRACE_EVENT_STOP = 128
 
 # waitpid(2): wait for every child, threads included (<linux/wait.h>).
@@ -173,35 +164,25 @@ def _lib():
     return _libc
 
 
-PERMISSION_HINT = ("tracing needs the same user id as the target (and a target that is not "
-                   "setuid) or CAP_SYS_PTRACE, and a Yama policy that allows it "
-                   "(/proc/sys/kernel/yama/ptrace_scope: 0 any, 1 descendants only, 2 admin "
-                   "only, 3 none)")
-
-
-def yama_scope() -> Optional[int]:
-    """/proc/sys/kernel/yama/ptrace_scope, or None without Yama."""
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _error(request: int, pid: int, err: int, what: str = "") -> PtraceError:
     name = _REQUEST_NAMES.get(request, "ptrace request %#x" % request)
     text = "%s on %d%s: %s" % (name, pid, " (%s)" % what if what else "", os.strerror(err))
     if err == _errno.ESRCH:
         if request in (PTRACE_SEIZE, PTRACE_ATTACH):
+            obstacle = attach_obstacle(pid)
+            if obstacle:
+                return NoSuchProcessError(obstacle, err, name, pid)
             return NoSuchProcessError("process %d does not exist" % pid, err, name, pid)
         return NoSuchProcessError(text + ": the thread has exited or is not stopped", err,
                                   name, pid)
     if err == _errno.EPERM and request in (PTRACE_SEIZE, PTRACE_ATTACH):
-        scope = yama_scope()
-        return TracePermissionError(
-            "not allowed to trace process %d: %s%s" % (
-                pid, PERMISSION_HINT, "" if scope is None else "; ptrace_scope is %d here" % scope),
-            err, name, pid)
+        # EPERM says nothing of why: a zombie, a kernel thread and a thread
+        # another debugger holds are told apart from permissions first.
+        obstacle = attach_obstacle(pid)
+        if obstacle:
+            return TracePermissionError(obstacle, err, name, pid)
+        return TracePermissionError("not allowed to trace process %d: %s" % (
+            pid, access_hint(pid, "tracing").split(": ", 1)[1]), err, name, pid)
     return PtraceError(text, err, name, pid)
 
 
@@ -345,24 +326,6 @@ class TraceeMemory:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def read_memory(pid: int, address: int, size: int) -> bytes:
-    """Read tracee memory (one-shot; keep a TraceeMemory for many reads)."""
-    memory = TraceeMemory(pid)
-    try:
-        return memory.read(address, size)
-    finally:
-        memory.close()
-
-
-def write_memory(pid: int, address: int, data: bytes) -> None:
-    """Write tracee memory, read-only code pages included (one-shot)."""
-    memory = TraceeMemory(pid)
-    try:
-        memory.write(address, data)
-    finally:
-        memory.close()
 
 
 def _peek_bytes(pid: int, address: int, size: int) -> bytes:

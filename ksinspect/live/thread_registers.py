@@ -1,8 +1,12 @@
-"""The GS base of each thread of another Linux x86-64 process, through ptrace.
+"""The GS (or FS) base of each thread of another Linux x86-64 process, through ptrace.
 
 A Windows thread running under Wine keeps its TEB address in the GS base, as
-on Windows x64. Reading a register of another process needs it stopped; to
-leave it exactly as it was, each thread is attached with ``PTRACE_SEIZE``
+on Windows x64; a 32-bit Windows thread (a 32-bit Wine process) in the FS
+base, as on 32-bit Windows (for a 32-bit tracee the kernel reports the base
+of the segment FS selects as ``fs_base``).
+
+Reading a register of another process needs it stopped; to leave it exactly
+as it was, each thread is attached with ``PTRACE_SEIZE``
 (which, unlike ``PTRACE_ATTACH``, sends no SIGSTOP), stopped with
 ``PTRACE_INTERRUPT``, read with ``PTRACE_GETREGS`` and let go with
 ``PTRACE_DETACH``, always, in a ``finally``. A signal that arrived while it
@@ -20,18 +24,16 @@ from typing import Dict, Optional
 from ..errors import LiveOSError, PtraceError, UnsupportedError
 from . import ptrace
 from .proc_memory import access_hint, no_such_process, proc_path
+from .process_state import attach_obstacle
 
-__all__ = ["read_gs_bases", "unavailable_reason"]
-
-PTRACE_EVENT_STOP = 128
-__WALL = 0x40000000
+__all__ = ["read_gs_bases", "read_segment_bases", "unavailable_reason"]
 
 
 def unavailable_reason() -> Optional[str]:
     return ptrace.unavailable_reason()
 
 
-def _thread_gs_base(pid: int, tid: int) -> Optional[int]:
+def _thread_base(pid: int, tid: int, register: str) -> Optional[int]:
     """Seize, interrupt, read and detach one thread; None if it exited meanwhile."""
     try:
         ptrace.seize(tid)
@@ -39,6 +41,9 @@ def _thread_gs_base(pid: int, tid: int) -> Optional[int]:
         if exc.errno == errno.ESRCH:
             return None
         if exc.errno == errno.EPERM:
+            obstacle = attach_obstacle(pid, tid)
+            if obstacle:
+                raise LiveOSError(errno.EPERM, obstacle) from None
             tracer = _tracer_of(pid, tid)
             if tracer:
                 raise LiveOSError(errno.EPERM, "thread %d of process %d is already traced by "
@@ -52,17 +57,17 @@ def _thread_gs_base(pid: int, tid: int) -> Optional[int]:
         ptrace.interrupt(tid)
         interrupted = True
         while True:
-            got = os.waitpid(tid, __WALL)
+            got = os.waitpid(tid, ptrace.WALL)
             status_value = got[1]
             if os.WIFEXITED(status_value) or os.WIFSIGNALED(status_value):
                 return None
             if os.WIFSTOPPED(status_value):
                 stopped = True
-                if (status_value >> 16) != PTRACE_EVENT_STOP:
+                if (status_value >> 16) != ptrace.PTRACE_EVENT_STOP:
                     # A signal-delivery stop came first: deliver it on detach.
                     resume_signal = os.WSTOPSIG(status_value)
                 break
-        return ptrace.get_regs(tid).gs_base
+        return getattr(ptrace.get_regs(tid), register)
     except ChildProcessError:
         return None
     except PtraceError as exc:
@@ -76,7 +81,7 @@ def _thread_gs_base(pid: int, tid: int) -> Optional[int]:
             # so if no stop was seen yet (an error above), wait for it first.
             if interrupted and not stopped:
                 try:
-                    os.waitpid(tid, __WALL)
+                    os.waitpid(tid, ptrace.WALL)
                 except ChildProcessError:
                     pass
             ptrace.detach(tid, resume_signal)
@@ -96,7 +101,13 @@ def _tracer_of(pid: int, tid: int) -> int:
 
 
 def read_gs_bases(pid: int) -> Dict[int, int]:
-    """``{tid: gs_base}`` for every thread of process *pid* (x86-64 Linux).
+    """``{tid: gs_base}`` for every thread of process *pid* (x86-64 Linux)."""
+    return read_segment_bases(pid, "gs_base")
+
+
+def read_segment_bases(pid: int, register: str) -> Dict[int, int]:
+    """``{tid: base}`` of *register* (``gs_base`` or ``fs_base``) for every thread
+    of process *pid* (x86-64 Linux).
 
     The process keeps running: each thread is stopped only for the time of
     one PTRACE_GETREGS.
@@ -116,9 +127,11 @@ def read_gs_bases(pid: int) -> Dict[int, int]:
     except OSError as exc:
         raise LiveOSError(exc.errno, "cannot list the threads of process %d: %s"
                           % (pid, exc.strerror)) from None
+    if register not in ("gs_base", "fs_base"):
+        raise ValueError("register must be gs_base or fs_base, not %r" % (register,))
     bases = {}
     for tid in tids:
-        base = _thread_gs_base(pid, tid)
+        base = _thread_base(pid, tid, register)
         if base is not None:
             bases[tid] = base
     return bases

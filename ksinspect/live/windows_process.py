@@ -22,11 +22,12 @@ note on the result says which one and why.
 import struct
 import sys
 from dataclasses import replace
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
-from ..errors import DecodeError, UnsupportedError
+from ..errors import DecodeError, KsinspectError, UnsupportedError
 from ..windows.checks import Check, pe_header_checks
-from ..windows.layout import Layout, available_layouts, load_layout
+from ..windows.layout import Layout
+from ..windows.layout_files import available_layouts, choose_layout, load_layout
 from ..windows.peb import Peb, read_peb, read_peb32
 
 __all__ = ["inspect_live_peb", "choose_layout", "read_os_version", "shared_offset"]
@@ -77,65 +78,32 @@ def read_os_version(memory: Any, peb_address: int, arch: str) -> Tuple[int, int,
     return values[0], values[1], values[2]
 
 
-def _build_of(name: str) -> Tuple[int, ...]:
-    """(build, revision) from a layout file name ``<release>-<build>.<rev>-<arch>``."""
-    return tuple(int(part) for part in name.split("-")[-2].split(".") if part.isdigit())
-
-
-def _major_minor(layout: Layout) -> Tuple[int, ...]:
-    return tuple(int(p) for p in (layout.nt_version or "0.0").split()[0].split(".")[:2]
-                 if p.isdigit())
-
-
-def choose_layout(major: int, minor: int, build: int, arch: str) -> Tuple[Layout, str]:
-    """The shipped layout for Windows *major.minor.build* on *arch*, and a note saying why.
-
-    The earliest revision of that build is taken when several exist; for a
-    build that has no layout, the nearest earlier build of the same
-    major.minor version (the user-mode structures read here rarely move
-    within a version), else the nearest build of all.
-    """
-    wanted = "%d.%d.%d" % (major, minor, build)
-    names = [n for n in available_layouts() if n.endswith("-" + arch)]
-    if not names:
-        raise DecodeError("no %s layouts are shipped" % arch)
-    exact = [n for n in names if _build_of(n)[:1] == (build,)]
-    if exact:
-        chosen = exact[0]
-        note = "layout %s chosen from the PEB's OS version %s" % (chosen, wanted)
-        if len(exact) > 1:
-            note += " (the earliest revision; also %s)" % ", ".join(exact[1:])
-        return load_layout(chosen), note
-    same_version = [n for n in names if _major_minor(load_layout(n)) == (major, minor)]
-    pool = same_version or names
-    earlier = [n for n in pool if _build_of(n)[:1] <= (build,)]
-    chosen = max(earlier, key=_build_of) if earlier else \
-        min(pool, key=lambda n: abs(_build_of(n)[0] - build))
-    return load_layout(chosen), (
-        "no layout for the PEB's OS version %s; using the nearest, %s%s: pass a layout "
-        "to override" % (wanted, chosen,
-                         "" if same_version else " (another Windows version)"))
-
-
-def _resolve_layout(layout: Any, memory: Any, peb_address: int,
-                    arch: str) -> Tuple[Layout, str]:
+def _resolve_layout(layout: Any, memory: Any, peb_address: int, arch: str,
+                    peb_arch: Optional[str] = None) -> Tuple[Layout, str]:
+    """The layout given, or the *arch* layout of the build the PEB at
+    *peb_address* (a *peb_arch* PEB, default *arch*) names."""
     if layout is not None:
         chosen = load_layout(layout)
         return chosen, "layout %s as given" % chosen.name
-    major, minor, build = read_os_version(memory, peb_address, arch)
+    major, minor, build = read_os_version(memory, peb_address, peb_arch or arch)
     return choose_layout(major, minor, build, arch)
 
 
 def inspect_live_peb(pid: int, layout: Any = None) -> Peb:
     """The PEB of live process *pid*, decoded and cross-checked.
 
-    On Windows, any process this user may read; on Linux, a Windows program
-    running under Wine (x64).
+    On Windows, any process this user may read (a WoW64 process: its 32-bit
+    PEB); on Linux, a Windows program running under Wine (x64, or a 32-bit
+    one under a 32-bit Wine: its ``_PEB32``). Given the PID of Wine's
+    ``start.exe`` launcher, the program it started is inspected instead, and
+    a note says so.
 
     Args:
-        pid: the process ID (on Linux, the Linux PID of the Wine process).
-        layout: a :class:`Layout` or layout name; by default chosen from the
-            PEB's own OS version fields (the note on the result says which).
+        pid: the process ID (on Linux, the Linux PID of the Wine process;
+            under Wine's own Windows, the Windows PID).
+        layout: a :class:`Layout` or layout name (x64: WoW64's ``_PEB32`` is
+            in the x64 layouts); by default chosen from the PEB's own OS
+            version fields (the note on the result says which).
 
     Returns:
         The :class:`Peb`, its ``checks`` filled and its ``notes`` saying how
@@ -157,21 +125,49 @@ def inspect_live_peb(pid: int, layout: Any = None) -> Peb:
                            % sys.platform)
 
 
+def _elf_bits(pid: int) -> int:
+    """32 or 64: the ELF class of the process's executable (a 32-bit Wine
+    process runs the 32-bit loader); 64 when it cannot be read."""
+    try:
+        with open("/proc/%d/exe" % pid, "rb") as handle:
+            ident = handle.read(5)
+    except OSError:
+        return 64
+    return 32 if ident[:4] == b"\x7fELF" and ident[4] == 1 else 64
+
+
+def _given_x64(layout: Any) -> Optional[Layout]:
+    given = load_layout(layout) if layout is not None else None
+    if given is not None and given.arch != "x64":
+        raise DecodeError("layout %s is for %s; a live PEB needs an x64 layout (which holds "
+                          "WoW64's _PEB32 too)" % (given.name, given.arch))
+    return given
+
+
 def _inspect_wine(pid: int, layout: Any) -> Peb:
     from . import wine
     from .proc_memory import ProcessMemory, read_maps
+    from .wine_launcher import follow_launcher
 
+    pid, launcher_note = follow_launcher(pid)
+    bits = _elf_bits(pid)
     with ProcessMemory(pid) as memory:
         maps = read_maps(pid)
-        given = load_layout(layout) if layout is not None else None
-        if given is not None and given.arch != "x64":
-            raise DecodeError("layout %s is for %s; Wine here runs x64 programs, whose PEB "
-                              "needs an x64 layout" % (given.name, given.arch))
-        location = wine.locate_teb(pid, memory, given or bootstrap_layout("x64"), maps)
-        chosen, layout_note = _resolve_layout(given, memory, location.peb, "x64")
-        peb = read_peb(memory, location.peb, chosen)
-        how = ("TEB %#x of thread %d (its GS base, read with ptrace), TEB.ProcessEnvironmentBlock "
-               "%#x" % (location.teb, location.tid, location.peb)) if location.tid is not None \
+        given = _given_x64(layout)
+        if bits == 32:
+            location = wine.locate_teb(pid, memory, bootstrap_layout("x86"), maps)
+            chosen, layout_note = _resolve_layout(given, memory, location.peb, "x64", "x86")
+            peb = read_peb32(memory, location.peb, chosen)
+            register = "FS"
+        else:
+            location = wine.locate_teb(pid, memory, given or bootstrap_layout("x64"), maps)
+            chosen, layout_note = _resolve_layout(given, memory, location.peb, "x64")
+            peb = read_peb(memory, location.peb, chosen)
+            register = "GS"
+        how = ("TEB %#x of thread %d (its %s base, read with ptrace), "
+               "TEB.ProcessEnvironmentBlock %#x" % (location.teb, location.tid, register,
+                                                    location.peb)) \
+            if location.tid is not None \
             else "TEB %#x found by scanning memory (%s), TEB.ProcessEnvironmentBlock %#x" % (
                 location.teb, location.note, location.peb)
         checks: List[Check] = []
@@ -186,29 +182,92 @@ def _inspect_wine(pid: int, layout: Any) -> Peb:
         checks += wine.module_map_checks(pid, maps, peb.modules)
         checks += wine.mapped_image_checks(pid, memory, maps, peb.modules, peb.image_base)
         checks += pe_header_checks(memory, peb.modules, peb.image_base)
-        return replace(peb, checks=tuple(checks),
-                       notes=peb.notes + ("PEB found through " + how, layout_note))
+        notes = (() if launcher_note is None else (launcher_note,)) + (
+            ("32-bit Wine process: its TEB32 and _PEB32",) if bits == 32 else ()) + (
+            "PEB found through " + how, layout_note)
+        return replace(peb, checks=tuple(checks), notes=peb.notes + notes)
+
+
+IMAGE_FILE_MACHINE_I386 = 0x14C
+
+
+def _wow64_peb_through_teb(memory: Any) -> Tuple[int, str]:
+    """The PEB32 of a WoW64 process whose ProcessWow64Information gave no address
+    (Wine's answer): a 64-bit TEB's NtTib.ExceptionList holds the 32-bit TEB (as
+    WoW64 keeps it, and Wine too), whose NtTib.Self must point to itself and
+    whose ProcessEnvironmentBlock is the PEB32.
+
+    Raises:
+        LiveOSError: no thread leads to a 32-bit TEB.
+    """
+    from ..errors import InvalidAddressError, LiveOSError
+    from ..windows import live_windows
+
+    x64, x86 = bootstrap_layout("x64"), bootstrap_layout("x86")
+    link = x64.offset("_TEB", "NtTib") + x64.offset("_NT_TIB", "ExceptionList")
+    self_offset = x86.offset("_TEB", "NtTib") + x86.offset("_NT_TIB", "Self")
+    peb_offset = x86.offset("_TEB", "ProcessEnvironmentBlock")
+
+    def u32(address: int) -> int:
+        return int.from_bytes(memory.read(address, 4), "little")
+
+    for tid, teb64 in live_windows.thread_tebs(memory.pid):
+        try:
+            teb32 = u32(teb64 + link)
+            if teb32 and u32(teb32 + self_offset) == teb32:
+                peb32 = u32(teb32 + peb_offset)
+                return peb32, ("ProcessWow64Information gave a flag, not the PEB32 address "
+                               "(as Wine does): the PEB32 %#x is TEB32.ProcessEnvironmentBlock, "
+                               "TEB32 %#x from TEB64.NtTib.ExceptionList of thread %d (TEB64 "
+                               "%#x)" % (peb32, teb32, tid, teb64))
+        except InvalidAddressError:
+            continue
+    raise LiveOSError(5, "process %d is a WoW64 process, but no thread's 64-bit TEB leads to "
+                      "its 32-bit TEB (NtTib.ExceptionList), so its PEB32 cannot be found"
+                      % memory.pid)
 
 
 def _inspect_windows(pid: int, layout: Any) -> Peb:
     from ..windows import live_windows
+    from ..windows.checks import read_pe_header
 
     arch = "x64" if struct.calcsize("P") == 8 else "x86"
     with live_windows.open_process(pid) as memory:
-        chosen, layout_note = _resolve_layout(layout, memory, memory.peb_address, arch)
         notes = ["PEB %#x from NtQueryInformationProcess(ProcessBasicInformation)"
-                 % memory.peb_address, layout_note]
-        if memory.wow64_peb_address:
+                 % memory.peb_address]
+        if memory.wow64:
             # A 32-bit program on x64: its own PEB is the 32-bit one.
-            peb = read_peb32(memory, memory.wow64_peb_address, chosen)
-            notes.append("WoW64 process: the 32-bit PEB %#x from ProcessWow64Information is "
-                         "shown" % memory.wow64_peb_address)
+            if memory.wow64_peb_address:
+                peb32 = memory.wow64_peb_address
+                notes.append("WoW64 process: the 32-bit PEB %#x from ProcessWow64Information "
+                             "is shown" % peb32)
+            else:
+                peb32, how = _wow64_peb_through_teb(memory)
+                notes.append("WoW64 process: the 32-bit PEB is shown; " + how)
+            chosen, layout_note = _resolve_layout(_given_x64(layout) if arch == "x64"
+                                                  else layout, memory, peb32, arch, "x86")
+            peb = read_peb32(memory, peb32, chosen)
         else:
+            chosen, layout_note = _resolve_layout(layout, memory, memory.peb_address, arch)
             peb = read_peb(memory, memory.peb_address, chosen)
+        notes.insert(1, layout_note)
         facts = live_windows.gather_facts(memory)
+        if memory.wow64 and facts.images is not None:
+            # The 64-bit images of WoW64 itself (ntdll, wow64*.dll) are on the
+            # 64-bit loader lists, not on these 32-bit ones.
+            kept = []
+            for base, path in facts.images:
+                try:
+                    if read_pe_header(memory, base).machine == IMAGE_FILE_MACHINE_I386:
+                        kept.append((base, path))
+                except KsinspectError:
+                    kept.append((base, path))
+            facts = replace(facts, images=tuple(kept))
+            notes.append("mapped images compared with the 32-bit loader lists: the 32-bit "
+                         "(i386) ones")
         main = next((m for m in peb.modules if m.base == peb.image_base), None)
         checks = live_windows.windows_checks(facts, peb.image_base, peb.image_path,
-                                             peb.being_debugged, main)
+                                             peb.being_debugged, main, peb.modules)
         checks += pe_header_checks(memory, peb.modules, peb.image_base)
         notes += ["source failed: " + error for error in facts.errors]
         return replace(peb, checks=tuple(checks), notes=peb.notes + tuple(notes))

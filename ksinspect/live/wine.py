@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import InvalidAddressError, LiveOSError, NoTebError
-from ..windows.checks import Check
+from ..windows.checks import Check, loader_list_checks
 from ..windows.layout import Layout
-from .proc_memory import Mapping, proc_path
-from .thread_registers import read_gs_bases
+from .proc_memory import Mapping, proc_path, read_proc_file
+from .thread_registers import read_segment_bases
 
 __all__ = ["TebLocation", "locate_teb", "teb_offsets", "split_windows_command_line",
            "read_proc_cmdline", "command_line_check", "wine_prefix", "dos_to_unix",
@@ -80,14 +80,41 @@ def _pointer(memory: Any, address: int, size: int) -> Optional[int]:
         return None
 
 
-def _teb_at(memory: Any, address: int, layout: Layout) -> Optional[int]:
-    """The PEB address if a TEB is at *address* (Self points back, PEB readable)."""
+def _teb_at(memory: Any, address: int, layout: Layout,
+            maps: Optional[Sequence[Mapping]] = None) -> Optional[int]:
+    """The PEB address if a TEB is at *address*, else None.
+
+    A word that points back at its own page is common (allocator headers,
+    Python's heap pages), so every fact a real TEB/PEB pair shows is
+    required: TEB.NtTib.Self holds the TEB's address; the TEB is
+    page-aligned; TEB.ProcessEnvironmentBlock is a mapped, page-aligned
+    address; the PEB's Ldr and ProcessParameters are mapped; and its
+    ImageBaseAddress starts a mapping (when the map is known) holding a PE
+    image (``MZ``, then ``PE\\0\\0`` at e_lfanew; PE/COFF spec §3).
+    """
     self_offset, peb_offset = teb_offsets(layout)
     size = layout.pointer_size
-    if address == 0 or _pointer(memory, address + self_offset, size) != address:
+    if address == 0 or address % PAGE or _pointer(memory, address + self_offset, size) != address:
         return None
     peb = _pointer(memory, address + peb_offset, size)
-    if not peb or _pointer(memory, peb, size) is None:
+    if not peb or peb % PAGE or _pointer(memory, peb, size) is None:
+        return None
+    for member in ("Ldr", "ProcessParameters"):
+        target = _pointer(memory, peb + layout.offset("_PEB", member), size)
+        if not target or _pointer(memory, target, size) is None:
+            return None
+    base = _pointer(memory, peb + layout.offset("_PEB", "ImageBaseAddress"), size)
+    if not base or base % PAGE:
+        return None
+    if maps is not None and not any(m.start == base for m in maps):
+        return None
+    try:
+        if memory.read(base, 2) != b"MZ":
+            return None
+        e_lfanew = int.from_bytes(memory.read(base + 0x3C, 4), "little")
+        if not 0x40 <= e_lfanew <= 0x1000 or memory.read(base + e_lfanew, 4) != b"PE\0\0":
+            return None
+    except InvalidAddressError:
         return None
     return peb
 
@@ -104,12 +131,15 @@ def locate_teb(pid: int, memory: Any, layout: Layout,
                maps: Optional[Sequence[Mapping]] = None) -> TebLocation:
     """Find a TEB of Wine process *pid* (the main thread's when it has one).
 
+    With an x86 *layout* (a 32-bit Wine process) the TEB is at the FS base.
+
     Raises:
         NoTebError: no thread has a TEB: not a Windows program under Wine.
         LiveOSError: the process does not exist, or it cannot be read.
     """
     try:
-        bases = read_gs_bases(pid)
+        register = "fs_base" if layout.pointer_size == 4 else "gs_base"
+        bases = read_segment_bases(pid, register)
     except LiveOSError as exc:
         if exc.errno != errno.EPERM:
             raise
@@ -117,17 +147,18 @@ def locate_teb(pid: int, memory: Any, layout: Layout,
         return _scan(pid, memory, layout, maps, note)
     tebs = {}
     for tid, base in bases.items():
-        peb = _teb_at(memory, base, layout)
+        peb = _teb_at(memory, base, layout, maps)
         if peb is not None:
             tebs[tid] = (base, peb)
     if not tebs:
         raise NoTebError(
             "process %d (%s) is not a Windows program running under Wine: none of its %d "
-            "thread(s) has a TEB at its GS base (TEB.NtTib.Self must hold the TEB's own "
-            "address)" % (pid, process_name(pid), len(bases)), pid)
+            "thread(s) has a TEB at its %s base (TEB.NtTib.Self holding the TEB's own "
+            "address, and a PEB whose Ldr, ProcessParameters and PE image are mapped)"
+            % (pid, process_name(pid), len(bases), register[:2].upper()), pid)
     tid = pid if pid in tebs else min(tebs)
     teb, peb = tebs[tid]
-    return TebLocation(teb, peb, tid, "ptrace gs_base", tebs)
+    return TebLocation(teb, peb, tid, "ptrace " + register, tebs)
 
 
 def _scan(pid: int, memory: Any, layout: Layout, maps: Optional[Sequence[Mapping]],
@@ -136,7 +167,8 @@ def _scan(pid: int, memory: Any, layout: Layout, maps: Optional[Sequence[Mapping
 
     self_offset, _ = teb_offsets(layout)
     size = layout.pointer_size
-    regions = [m for m in (maps if maps is not None else read_maps(pid))
+    regions_all = list(maps if maps is not None else read_maps(pid))
+    regions = [m for m in regions_all
                if m.readable and m.writable and m.private and m.anonymous]
     found: Dict[int, int] = {}
     scanned = 0
@@ -153,7 +185,7 @@ def _scan(pid: int, memory: Any, layout: Layout, maps: Optional[Sequence[Mapping
                 value = int.from_bytes(chunk[page + self_offset:page + self_offset + size],
                                        "little")
                 if value == start + page:
-                    peb = _teb_at(memory, value, layout)
+                    peb = _teb_at(memory, value, layout, regions_all)
                     if peb is not None:
                         found[value] = peb
             start += length
@@ -162,8 +194,8 @@ def _scan(pid: int, memory: Any, layout: Layout, maps: Optional[Sequence[Mapping
             SCAN_LIMIT >> 20)
         raise NoTebError(
             "no Windows TEB in process %d (%s): %s, and no page in %d MiB of its writable "
-            "anonymous memory%s has a TEB.NtTib.Self pointing to itself; it is not a Windows "
-            "program running under Wine" % (pid, process_name(pid), note.split(";")[0],
+            "anonymous memory%s holds a TEB (NtTib.Self pointing to itself and a PEB with a mapped "
+            "Ldr, ProcessParameters and PE image); it is not a Windows program running under Wine" % (pid, process_name(pid), note.split(";")[0],
                                             scanned >> 20, limit), pid)
     # All threads share one PEB: take the PEB most TEBs point to, and its lowest TEB.
     counts: Dict[int, int] = {}
@@ -250,14 +282,7 @@ def read_proc_cmdline(pid: int) -> List[str]:
     Raises:
         LiveOSError: the process does not exist or the file cannot be read.
     """
-    path = proc_path(pid, "cmdline")
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise LiveOSError(errno.ESRCH, "no process with PID %d" % pid) from None
-    except OSError as exc:
-        raise LiveOSError(exc.errno, "cannot read %s: %s" % (path, exc.strerror)) from None
+    raw = read_proc_file(pid, "cmdline")
     return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")]
 
 
@@ -432,9 +457,6 @@ def mapped_image_checks(pid: int, memory: Any, maps: Sequence[Mapping], modules:
         modules: the PEB's modules, with ``base``, ``name`` and ``lists``
             (``load``, ``memory``, ``init``: the lists that hold it).
     """
-    by_base: Dict[int, Any] = {}
-    for module in modules:
-        by_base.setdefault(module.base, module)
     images = []
     for mapping in maps:
         if mapping.offset != 0 or not mapping.private or not mapping.readable:
@@ -446,31 +468,7 @@ def mapped_image_checks(pid: int, memory: Any, maps: Sequence[Mapping], modules:
                 continue
         except InvalidAddressError:
             continue
-        images.append(mapping)
-    problems = []
-    for mapping in images:
-        module = by_base.get(mapping.start)
-        expected = ("load", "memory") if mapping.start == image_base else \
-            ("load", "memory", "init")
-        lists = tuple(module.lists) if module is not None else ()
-        missing = [name for name in expected if name not in lists]
-        if missing:
-            problems.append((mapping, lists, missing))
-    checks = [Check("PE images mapped in /proc/%d/maps vs the loader lists" % pid,
-                    len(images) - len(problems), len(images), not problems,
-                    "every private mapping at offset 0 of a Windows image file that starts "
-                    "with MZ must be a module on the load-, memory- and initialisation-order "
-                    "lists (the main image on the first two); ours counts the images the "
-                    "lists hold completely, theirs the images mapped")]
-    names = {"load": "InLoadOrderModuleList", "memory": "InMemoryOrderModuleList",
-             "init": "InInitializationOrderModuleList"}
-    for mapping, lists, missing in problems:
-        checks.append(Check(
-            "PE image %s at %#x on the loader lists" % (os.path.basename(mapping.path),
-                                                        mapping.start),
-            "on %s; not on %s" % (", ".join(names[n] for n in lists) or "no list",
-                                  ", ".join(names[n] for n in missing)),
-            mapping.path, False,
-            "a mapped image missing from a loader list was unlinked from it (or mapped "
-            "without the loader)"))
-    return checks
+        images.append((mapping.start, os.path.basename(mapping.path), mapping.path))
+    return loader_list_checks(images, modules, image_base, "/proc/%d/maps" % pid,
+                              "every private mapping at offset 0 of a Windows image file that "
+                              "starts with MZ")

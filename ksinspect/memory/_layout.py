@@ -1,6 +1,6 @@
 """What a format parser found in an image, before it becomes a PhysicalMemory."""
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .cpu import CpuState
 
@@ -9,6 +9,20 @@ from .cpu import CpuState
 MAX_SEGMENTS = 1 << 20
 MAX_NOTES = 1 << 17
 MAX_LIME_RANGES = 1 << 20
+
+# The first bytes of each format that is parsed by a module imported only
+# when its image is opened (open_image detects the format from these).
+KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")      # makedumpfile's header, 8 bytes
+KDUMP_FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"    # its flattened stream, 16 bytes
+MINIDUMP_SIGNATURE = b"MDMP"                       # MINIDUMP_HEADER.Signature
+
+
+def is_kdump(head: bytes) -> bool:
+    return head[:8] in KDUMP_SIGNATURES or head[:16] == KDUMP_FLAT_SIGNATURE
+
+
+def is_minidump(head: bytes) -> bool:
+    return head[:4] == MINIDUMP_SIGNATURE
 
 
 @dataclass
@@ -22,3 +36,5 @@ class Layout:
     vmcoreinfo: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     machine: Optional[int] = None
+    container: Any = None      # a format's own decoded structures (minidump streams)
+    reader: Any = None         # pages not stored flat (kdump): read(pa, n, missing)

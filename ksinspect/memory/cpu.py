@@ -11,9 +11,12 @@ Bit positions are from the Intel SDM vol. 3A §2.5 (CR0, CR4), §2.2.1
 """
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import ImageFormatError
+
+if TYPE_CHECKING:                 # imported where used: opening an image need not pay for it
+    from ..x86.control import OperatingMode
 
 SEGMENT_NAMES = ("cs", "ds", "es", "fs", "gs", "ss", "ldtr", "tr")
 
@@ -26,22 +29,6 @@ EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
 SEG_L = 1 << 21          # QEMU's DESC_L_MASK: the descriptor's L bit (bit 21 of the high dword)
-
-# Flag names for display (SDM vol. 3A §2.5 Figure 2-7, §2.2.1 Figure 2-4).
-CR0_BITS = {0: "PE", 1: "MP", 2: "EM", 3: "TS", 4: "ET", 5: "NE", 16: "WP", 18: "AM",
-            29: "NW", 30: "CD", 31: "PG"}
-CR4_BITS = {0: "VME", 1: "PVI", 2: "TSD", 3: "DE", 4: "PSE", 5: "PAE", 6: "MCE", 7: "PGE",
-            8: "PCE", 9: "OSFXSR", 10: "OSXMMEXCPT", 11: "UMIP", 12: "LA57", 13: "VMXE",
-            14: "SMXE", 16: "FSGSBASE", 17: "PCIDE", 18: "OSXSAVE", 19: "KL", 20: "SMEP",
-            21: "SMAP", 22: "PKE", 23: "CET", 24: "PKS", 25: "UINTR"}
-EFER_BITS = {0: "SCE", 8: "LME", 10: "LMA", 11: "NXE", 12: "SVME", 13: "LMSLE", 14: "FFXSR",
-             15: "TCE"}
-
-
-def flag_names(value: int, names: Dict[int, str]) -> List[str]:
-    """The names of the set bits of ``value`` that ``names`` knows, low bit first."""
-    return [name for bit, name in sorted(names.items()) if value >> bit & 1]
-
 
 @dataclass(frozen=True)
 class SegmentCache:
@@ -244,16 +231,46 @@ class CpuState:
             return self.cr3 & 0xFFFFFFE0
         return self.cr3 & 0x000FFFFFFFFFF000
 
+    # -- control registers and the operating mode ---------------------------------
+
+    def control_registers(self) -> Dict[str, Optional[object]]:
+        """CR0, CR4, EFER (None when the source lacks it) and RFLAGS, decoded
+        (:mod:`ksinspect.x86.control`)."""
+        from ..x86.control import CR0, CR4, EFER, RFLAGS
+        return {"cr0": CR0.decode(self.cr0), "cr4": CR4.decode(self.cr4),
+                "efer": None if self.efer is None else EFER.decode(self.efer),
+                "rflags": RFLAGS.decode(self.rflags)}
+
+    def effective_efer(self) -> Tuple[int, str]:
+        """IA32_EFER, or when the source lacks it the LME/LMA/NXE bits the
+        paging decision implies (see :meth:`paging_mode`), with where it came from."""
+        if self.efer is not None:
+            return self.efer, "the image"
+        long_mode, why = self._long_mode()
+        value = (EFER_LME | EFER_LMA if long_mode else 0) | (EFER_NXE if self.nxe() else 0)
+        return value, "inferred: " + why
+
+    def operating_mode(self) -> "OperatingMode":
+        """The operating mode CR0, CR4, EFER, RFLAGS and CS.L select (SDM vol. 3A §2.2)."""
+        from ..x86.control import OperatingMode
+        cs = self.segments.get("cs")
+        return OperatingMode.of(self.cr0, self.cr4, self.effective_efer()[0], self.rflags,
+                                cs is not None and cs.long)
+
     # -- serialisation -------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        from ..x86.control import CR0, CR4, EFER
         mode, reason = self.paging_decision()
         return {
             "arch": self.arch, "cr0": self.cr0, "cr2": self.cr2, "cr3": self.cr3,
             "cr4": self.cr4, "efer": self.efer,
-            "cr0_flags": flag_names(self.cr0, CR0_BITS),
-            "cr4_flags": flag_names(self.cr4, CR4_BITS),
-            "efer_flags": None if self.efer is None else flag_names(self.efer, EFER_BITS),
+            "cr0_flags": CR0.decode(self.cr0).flag_names(),
+            "cr4_flags": CR4.decode(self.cr4).flag_names(),
+            "efer_flags": None if self.efer is None else EFER.decode(self.efer).flag_names(),
+            "control": {name: None if value is None else value.to_dict()
+                        for name, value in self.control_registers().items()},
+            "operating_mode": self.operating_mode().to_dict(),
             "gdtr_base": self.gdtr_base, "gdtr_limit": self.gdtr_limit,
             "idtr_base": self.idtr_base, "idtr_limit": self.idtr_limit,
             "segments": {name: seg.to_dict() for name, seg in self.segments.items()},

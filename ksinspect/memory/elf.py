@@ -96,14 +96,18 @@ def parse(buf, size: int, name: str) -> Layout:
 
     loads = []
     notes = []
-    for index in range(phnum):
-        at = e_phoff + index * e_phentsize
+    # One C-speed pass over the table (PN_XNUM allows a million headers);
+    # a table of oversized entries is read entry by entry.
+    if e_phentsize == phdr_size:
+        # A copy (at most 56 MiB), so no view of the mapping outlives an error.
+        rows = phdr.iter_unpack(bytes(buf[e_phoff:e_phoff + phnum * phdr_size]))
+    else:
+        rows = (phdr.unpack_from(buf, e_phoff + i * e_phentsize) for i in range(phnum))
+    for index, row in enumerate(rows):
         if bits == 64:
-            p_type, _pflags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _align = \
-                phdr.unpack_from(buf, at)
+            p_type, _pflags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _align = row
         else:
-            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _pflags, _align = \
-                phdr.unpack_from(buf, at)
+            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _pflags, _align = row
         if p_type == PT_LOAD:
             loads.append((index, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz))
         elif p_type == PT_NOTE:

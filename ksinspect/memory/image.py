@@ -8,22 +8,18 @@ length, file offset) that the C page walker reads through
 and the CPU state when the image carries one.
 """
 import bisect
-import gzip
-import lzma
 import mmap
 import os
 import stat
-import tempfile
-import zlib
 from dataclasses import dataclass
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DecodeError, ImageFormatError, InvalidAddressError
 from . import elf, lime
-from ._layout import Layout
+from ._layout import Layout, is_kdump, is_minidump
 from .cpu import CpuState
 
-FORMATS = ("raw", "lime", "elf-qemu", "elf-kdump", "elf")
+FORMATS = ("raw", "lime", "elf-qemu", "elf-kdump", "elf", "minidump", "kdump")
 MAX_DECOMPRESSED = 4 << 30
 ADDRESS_LIMIT = 1 << 64
 
@@ -33,9 +29,6 @@ _LIME_MAGIC = b"EMiL"
 # Dump formats that are not physical images this reader understands: say so
 # instead of reading them as raw memory.
 _UNSUPPORTED = (
-    (b"KDUMP   ", "a compressed kdump (makedumpfile -c/-l/-p); convert it with "
-                  "`makedumpfile -E` to an ELF vmcore"),
-    (b"DISKDUMP", "a diskdump; convert it with `makedumpfile -E` to an ELF vmcore"),
     (b"PAGEDUMP", "a Windows 32-bit crash dump"),
     (b"PAGEDU64", "a Windows 64-bit crash dump"),
     (b"QEVM", "a QEMU savevm/migration stream; use dump-guest-memory instead"),
@@ -84,6 +77,13 @@ class PhysicalMemory:
             registers that disagree with the note...): evidence, not errors.
         description: one line about the container (ELF class, machine, notes).
         compression: ``"xz"`` or ``"gzip"`` when the file was decompressed.
+        container: what the format holds besides memory: a
+            :class:`~ksinspect.memory.minidump.MinidumpLayout` (streams,
+            threads, modules...) for a minidump, else None.
+        virtual: the run addresses are a process's virtual addresses (a
+            minidump: no page tables; read(va, n) reads the process).
+        buffer: None when the pages are not stored flat (a compressed kdump:
+            read() decompresses them; the C walker reads through read()).
     """
 
     def __init__(self, buffer: Any, runs: Sequence[Run], format: str = "raw",
@@ -92,8 +92,12 @@ class PhysicalMemory:
                  prstatus: Sequence[Dict[str, int]] = (), vmcoreinfo: Optional[str] = None,
                  warnings: Sequence[str] = (), description: str = "",
                  compression: Optional[str] = None, file_size: Optional[int] = None,
-                 name: Optional[str] = None, _owned: Sequence[Any] = ()):
+                 name: Optional[str] = None, container: Any = None, reader: Any = None,
+                 _owned: Sequence[Any] = ()):
         self.path = path
+        self.container = container
+        self._reader = reader
+        self.virtual = format == "minidump"
         self.format = format
         self.buffer = buffer
         self.runs: Tuple[Run, ...] = tuple(runs)
@@ -111,6 +115,7 @@ class PhysicalMemory:
         self._starts = [r.start for r in self.runs]
         self._name = name
         self._owned = list(_owned)
+        self._watch_fd: Optional[int] = None     # the mapped file, for check_intact()
         self._closed = False
 
     # -- construction ---------------------------------------------------------------
@@ -138,6 +143,32 @@ class PhysicalMemory:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("%s: the image is closed" % self.name)
+        self.check_intact()
+
+    def check_intact(self) -> None:
+        """Raise ImageFormatError if the mapped file has shrunk since it was
+        opened: touching a mapped page past the new end of file would kill
+        the process with SIGBUS. Readers of the mapping (here, and the C
+        walks and scans between their batches) call this first; one fstat.
+
+        Raises:
+            ImageFormatError: naming the image and both sizes.
+        """
+        fd = self._watch_fd
+        if fd is None:
+            return
+        try:
+            now = os.fstat(fd).st_size
+        except OSError:
+            return
+        if now < self.file_size:
+            raise ImageFormatError("%s: the image file shrank from %d to %d bytes while it was "
+                                   "being read" % (self.name, self.file_size, now))
+
+    def watched_file(self) -> Optional[Tuple[int, int]]:
+        """(descriptor, size when opened) of the mapped file that check_intact
+        watches, for C code that checks it itself; None when nothing is watched."""
+        return None if self._watch_fd is None else (self._watch_fd, self.file_size)
 
     def _missing(self, address: int, pa: int, n: int) -> InvalidAddressError:
         why = "not in the image"
@@ -146,8 +177,9 @@ class PhysicalMemory:
                 why = "declared by a PT_LOAD (p_memsz) but not stored in the file (p_filesz)"
                 break
         span = "" if n <= 1 else " (reading %d bytes at %#x)" % (n, pa)
-        return InvalidAddressError("physical address %#x is %s %s%s" % (
-            address, why, self.name, span), address=address)
+        kind = "virtual address" if self.virtual else "physical address"
+        return InvalidAddressError("%s %#x is %s %s%s" % (
+            kind, address, why, self.name, span), address=address)
 
     def _find(self, pa: int) -> int:
         """Index of the run holding ``pa``, or -1."""
@@ -172,6 +204,8 @@ class PhysicalMemory:
                                       % pa, address=pa)
         if n == 0:
             return b""
+        if self._reader is not None:       # pages decompressed on demand; absent ones raise
+            return self._reader.read(pa, n, lambda at: self._missing(at, pa, n))
         i = self._find(pa)
         if i < 0:
             raise self._missing(pa, pa, n)
@@ -192,6 +226,23 @@ class PhysicalMemory:
             remaining -= take
             i += 1
         return b"".join(parts)
+
+    def native_source(self):
+        """(C read function, context, take_failure) when a C reader serves this
+        image (a compressed kdump's page cache): the C walker reads through it
+        without calling back into Python; else None."""
+        source = getattr(self._reader, "native_source", None)
+        return source() if source is not None else None
+
+    def read_available(self, pa: int, n: int) -> Tuple[bytes, Optional[InvalidAddressError]]:
+        """The bytes from ``pa`` up to the first one not in the image (at most ``n``),
+        and the error for that byte (None when all ``n`` were read); the same
+        contract as :meth:`ksinspect.paging.AddressSpace.read_available`."""
+        if n <= 0 or self.contains(pa, n):
+            return self.read(pa, max(n, 0)), None
+        missing = self._first_missing(pa, n) if self._find(pa) >= 0 else pa
+        data = self.read(pa, missing - pa) if missing > pa else b""
+        return data, self._missing(missing, pa, n)
 
     def _first_missing(self, pa: int, n: int) -> int:
         i = self._find(pa)
@@ -247,7 +298,7 @@ class PhysicalMemory:
         for obj in self._owned:
             try:
                 obj.close()
-            except OSError:
+            except (OSError, BufferError):
                 pass
         self._owned = []
 
@@ -277,6 +328,7 @@ class PhysicalMemory:
             "paging_mode": mode, "paging_reason": reason,
             "prstatus": [dict(r) for r in self.prstatus],
             "vmcoreinfo": self.vmcoreinfo, "warnings": list(self.warnings),
+            **({"kdump": self.container.to_dict()} if self.format == "kdump" else {}),
         }
 
 
@@ -311,11 +363,22 @@ def _normalise(raw: Sequence[Tuple[int, int, int]], warnings: List[str]) -> List
 
 
 def _detect(buf: Any, size: int, name: str) -> Layout:
-    head = bytes(buf[:8])
+    head = bytes(buf[:16])
     if head.startswith(elf.ELF_MAGIC):
         return elf.parse(buf, size, name)
     if head.startswith(_LIME_MAGIC):
         return lime.parse(buf, size, name)
+    # kdump and minidump are imported when an image of theirs is opened (what
+    # a command's start costs: tens of ms each).
+    if is_kdump(head):
+        from . import kdump
+        return kdump.parse(buf, size, name)
+    if is_minidump(head):
+        from . import minidump
+        dump = minidump.parse(buf, size, name)
+        return Layout(format="minidump", description=minidump.describe(dump),
+                      runs=minidump.sorted_runs(dump.ranges), warnings=list(dump.warnings),
+                      container=dump)
     for magic, what in _UNSUPPORTED:
         if head.startswith(magic):
             raise ImageFormatError("%s: this is %s, not a format ksinspect reads" % (name, what))
@@ -334,7 +397,12 @@ def _build(buf: Any, size: int, name: str, path: Optional[str], registers: Regis
            compression: Optional[str], owned: Sequence[Any]) -> PhysicalMemory:
     layout = _detect(buf, size, name)
     warnings = list(layout.warnings)
-    runs = _normalise(layout.runs, warnings)
+    if layout.reader is not None:     # page-granular runs, already sorted and merged
+        runs = [Run(start, length, offset) for start, length, offset in layout.runs]
+        owned = list(owned) + ([buf] if hasattr(buf, "close") else [])
+        buf = None
+    else:
+        runs = _normalise(layout.runs, warnings)
     cpus = list(layout.cpus)
     extra = _load_registers(registers)
     if extra is not None:
@@ -344,10 +412,14 @@ def _build(buf: Any, size: int, name: str, path: Optional[str], registers: Regis
             warnings += ["the registers file disagrees with the image: " + c for c in conflicts]
         else:
             cpus = [extra]
-    return PhysicalMemory(buf, runs, layout.format, path, cpus=cpus, absent=layout.absent,
-                          prstatus=layout.prstatus, vmcoreinfo=layout.vmcoreinfo,
-                          warnings=warnings, description=layout.description,
-                          compression=compression, file_size=size, name=name, _owned=owned)
+    memory = PhysicalMemory(buf, runs, layout.format, path, cpus=cpus, absent=layout.absent,
+                            prstatus=layout.prstatus, vmcoreinfo=layout.vmcoreinfo,
+                            warnings=warnings, description=layout.description,
+                            compression=compression, file_size=size, name=name,
+                            container=layout.container, reader=layout.reader, _owned=owned)
+    if layout.reader is not None:
+        layout.reader.check = memory.check_intact     # before each page read from the mapping
+    return memory
 
 
 def open_image_bytes(data: bytes, name: str = "<memory>",
@@ -370,6 +442,10 @@ def open_image_bytes(data: bytes, name: str = "<memory>",
 
 
 def _decompress(path: str, kind: str, cap: int) -> IO[bytes]:
+    import gzip
+    import lzma
+    import tempfile
+    import zlib
     opener = lzma.open if kind == "xz" else gzip.open
     try:
         out = tempfile.TemporaryFile(prefix="ksinspect-")
@@ -449,6 +525,10 @@ def open_image(path: Union[str, "os.PathLike[str]"], registers: RegistersArg = N
                 owned.append(source)
             else:
                 source = fh
+                # Another process may truncate the file under the mapping:
+                # keep a descriptor to notice (PhysicalMemory.check_intact).
+                watch = os.fdopen(os.dup(fh.fileno()), "rb")
+                owned.append(watch)
             size = os.fstat(source.fileno()).st_size
             if size == 0:
                 raise ImageFormatError("%s: decompresses to nothing (empty image)" % path)
@@ -462,7 +542,10 @@ def open_image(path: Union[str, "os.PathLike[str]"], registers: RegistersArg = N
             obj.close()
         raise
     try:
-        return _build(buf, size, path, path, registers, compression, owned)
+        memory = _build(buf, size, path, path, registers, compression, owned)
+        if compression is None:
+            memory._watch_fd = owned[-1].fileno()
+        return memory
     except BaseException:
         buf.close()
         for obj in owned:

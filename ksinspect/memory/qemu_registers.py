@@ -8,7 +8,7 @@ in 32-bit form (``EAX=``) otherwise; one line per segment cache
 CR2, CR3, CR4; and ``EFER=`` -- which QEMU 7.2's ELF note lacks.
 """
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from ..errors import ImageFormatError
 from .cpu import CpuState, SegmentCache
@@ -107,14 +107,7 @@ def read_info_registers(path: str, cpu: int = 0) -> CpuState:
     Raises:
         ImageFormatError: the file cannot be read or is not ``info registers`` text.
     """
-    import gzip
-    import lzma
-    opener = lzma.open if path.endswith(".xz") else gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            data: Optional[bytes] = fh.read(MAX_TEXT + 1)
-    except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise ImageFormatError("%s: cannot read the registers file: %s" % (
-            path, getattr(exc, "strerror", None) or exc)) from exc
-    assert data is not None
+    from ..text_input import read_text_input
+    data = read_text_input(path, "registers", ImageFormatError, "registers file",
+                           limit=MAX_TEXT)
     return parse_info_registers(data.decode("latin-1"), path, cpu)

@@ -1,7 +1,7 @@
 """Windows structures: layouts per build as data, a typed Struct view, and decoders
 of the process structures (PEB, TEB, loader lists, process parameters)."""
-from .isf import load_isf
-from .layout import Field, Layout, StructLayout, available_layouts, load_layout
+from .layout import Field, Layout, StructLayout
+from .layout_files import available_layouts, load_isf, load_layout
 from .struct import Struct, read_struct
 
 __all__ = ["Field", "Layout", "Struct", "StructLayout", "available_layouts", "load_isf",

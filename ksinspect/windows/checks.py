@@ -13,12 +13,16 @@ other are compared by :func:`ksinspect.windows.peb.read_loader_lists`, whose
 findings name unlinked modules.)
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..errors import InvalidAddressError, KsinspectError
+from ..errors import DecodeError, InvalidAddressError, KsinspectError
 from .peb import Check as PebCheck
 
-__all__ = ["Check", "PeHeader", "read_pe_header", "pe_header_checks", "PE_HEADER_READ"]
+__all__ = ["Check", "PeHeader", "read_pe_header", "pe_header_checks", "PE_HEADER_READ",
+           "loader_list_checks", "LIST_NAMES"]
+
+LIST_NAMES = {"load": "InLoadOrderModuleList", "memory": "InMemoryOrderModuleList",
+              "init": "InInitializationOrderModuleList"}
 
 # The DOS header, NT headers and section table of every ordinary image fit
 # in the first page (SizeOfHeaders is 0x400 for most linkers).
@@ -75,7 +79,7 @@ def read_pe_header(memory: Any, base: int) -> PeHeader:
 
     Raises:
         InvalidAddressError: the header page is not readable.
-        KsinspectError: it is not a PE image (pefile's reason in the message).
+        DecodeError: it is not a PE image (pefile's reason in the message).
     """
     import pefile
 
@@ -83,7 +87,7 @@ def read_pe_header(memory: Any, base: int) -> PeHeader:
     try:
         pe = pefile.PE(data=data, fast_load=True)
     except pefile.PEFormatError as exc:
-        raise KsinspectError("no PE image at %#x: %s" % (base, exc.value)) from None
+        raise DecodeError("no PE image at %#x: %s" % (base, exc.value)) from None
     try:
         optional = pe.OPTIONAL_HEADER
         entry = optional.AddressOfEntryPoint
@@ -123,4 +127,51 @@ def pe_header_checks(memory: Any, modules: Iterable[Any], image_base: int) -> Li
                 header is not None and header.entry_point == module.entry_point,
                 "LDR_DATA_TABLE_ENTRY.EntryPoint must equal DllBase + AddressOfEntryPoint "
                 "from the PE header"))
+    return checks
+
+
+def loader_list_checks(images: Sequence[Tuple[int, str, str]], modules: Sequence[Any],
+                       image_base: int, source: str, what_is_an_image: str) -> List[Check]:
+    """Images the memory manager has mapped against the loader's module lists.
+
+    Each image must be a module on all three loader lists (the main image is
+    not on the initialisation-order list). One summary check, and one failing
+    check per image missing from a list: a module unlinked to hide it from
+    tools that walk one list (EnumProcessModules, Toolhelp32), or an image
+    mapped without the loader.
+
+    Args:
+        images: ``(base, file name, path)`` of every image mapped, from a
+            source that does not read the loader lists (``/proc/PID/maps``
+            under Wine, VirtualQueryEx on Windows).
+        modules: the PEB's modules, with ``base`` and ``lists`` (``load``,
+            ``memory``, ``init``: the lists that hold it).
+        image_base: PEB.ImageBaseAddress.
+        source: where *images* come from, for the checks' names.
+        what_is_an_image: how *source* tells an image, for the rule.
+    """
+    by_base: Dict[int, Any] = {}
+    for module in modules:
+        by_base.setdefault(module.base, module)
+    problems = []
+    for base, name, path in images:
+        module = by_base.get(base)
+        expected = ("load", "memory") if base == image_base else ("load", "memory", "init")
+        lists = tuple(module.lists) if module is not None else ()
+        missing = [n for n in expected if n not in lists]
+        if missing:
+            problems.append((base, name, path, lists, missing))
+    checks = [Check("PE images mapped in %s vs the loader lists" % source,
+                    len(images) - len(problems), len(images), not problems,
+                    what_is_an_image + " must be a module on the load-, memory- and "
+                    "initialisation-order lists (the main image on the first two); ours counts "
+                    "the images the lists hold completely, theirs the images mapped")]
+    for base, name, path, lists, missing in problems:
+        checks.append(Check(
+            "PE image %s at %#x on the loader lists" % (name, base),
+            "on %s; not on %s" % (", ".join(LIST_NAMES[n] for n in lists) or "no list",
+                                  ", ".join(LIST_NAMES[n] for n in missing)),
+            path, False,
+            "a mapped image missing from a loader list was unlinked from it (or mapped "
+            "without the loader)"))
     return checks

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field as dataclass_field
 from typing import Any, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, KsinspectError, TruncatedDataError
-from ..x86._bits import html_pre
+from ..views.html import html_pre
 from .layout import Layout
 from .struct import Struct
 
@@ -169,9 +169,9 @@ class Process:
                      "%d" % self.ppid, "the parent's process ID at creation"))
         rows.append((off("ImageFileName"), "ImageFileName", repr(self.name),
                      "first bytes of the image name, NUL-terminated"))
-        rows.append((off("ActiveProcessLinks"), "ActiveProcessLinks.Flink",
+        rows.append((off("ActiveProcessLinks", "Flink"), "ActiveProcessLinks.Flink",
                      "%#x" % self.links[0], "next process's ActiveProcessLinks"))
-        rows.append((off("ActiveProcessLinks"), "ActiveProcessLinks.Blink",
+        rows.append((off("ActiveProcessLinks", "Blink"), "ActiveProcessLinks.Blink",
                      "%#x" % self.links[1], "previous process's ActiveProcessLinks"))
         rows.append((off("CreateTime"), "CreateTime", "%#x" % self.create_time,
                      self.create_iso or "not set"))

@@ -12,9 +12,10 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
-from .. import _native_fields
+from .._native import fields as _native_fields
 from ..errors import DecodeError
-from .layout import KIND_INT, KIND_POINTER, KIND_STRUCT, Layout, load_layout
+from .layout import KIND_INT, KIND_POINTER, KIND_STRUCT, Layout
+from .layout_files import load_layout
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,12 @@ offset and a type descriptor), ``enums`` (name -> base type and constants).
 A type descriptor has a ``kind``: ``base``, ``pointer`` (``subtype``),
 ``struct``/``union``/``class`` (by ``name``), ``array`` (``count``,
 ``subtype``), ``bitfield`` (``bit_position``, ``bit_length``, ``type``),
-``enum`` (by ``name``), ``function``. Files may be compressed (``.xz``,
-``.gz``), as Volatility and JPCERT's symbol tables ship them.
+``enum`` (by ``name``), ``function``.
+
+This module turns a parsed ISF document into the layout model; reading and
+checking the file (compressed ``.xz`` / ``.gz`` as Volatility and JPCERT ship
+them) is :mod:`ksinspect.windows.layout_files`, its only importer.
 """
-import gzip
-import json
-import lzma
-import os
 from typing import Any, Dict, Optional, Tuple
 
 from ..errors import UnknownLayoutError
@@ -32,45 +31,6 @@ _C_BASE_TYPES = {
 
 # PE machine types found in ISF metadata (windows.pdb.machine_type).
 _MACHINES = {0x14C: "x86", 0x8664: "x64"}
-
-
-def open_json_document(path: str) -> Any:
-    """Read a JSON file, decompressing ``.xz`` / ``.gz`` by their magic bytes.
-
-    Raises:
-        UnknownLayoutError: the file cannot be read or is not JSON.
-    """
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-        if magic.startswith(b"\xfd7zXZ"):
-            opener = lzma.open
-        elif magic.startswith(b"\x1f\x8b"):
-            opener = gzip.open
-        else:
-            opener = open
-        with opener(path, "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
-    except OSError as exc:
-        raise UnknownLayoutError("cannot read layout file %s: %s" % (
-            path, exc.strerror or exc), requested=path) from None
-    except (ValueError, lzma.LZMAError, EOFError) as exc:
-        raise UnknownLayoutError("layout file %s is not valid JSON: %s" % (path, exc),
-                                 requested=path) from None
-
-
-def load_isf(path: str) -> Layout:
-    """Load a Volatility 3 ISF file (``.json``, ``.json.xz``, ``.json.gz``).
-
-    Raises:
-        UnknownLayoutError: the file is missing, not JSON, or not an ISF.
-    """
-    document = open_json_document(os.fspath(path))
-    stem = os.path.basename(path)
-    for suffix in (".xz", ".gz", ".json"):
-        if stem.endswith(suffix):
-            stem = stem[:-len(suffix)]
-    return layout_from_isf(document, stem, os.fspath(path))
 
 
 class _IsfTypes:

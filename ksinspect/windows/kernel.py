@@ -16,14 +16,27 @@ mapping then becomes the identity.
 """
 import struct
 from dataclasses import dataclass, field as dataclass_field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ..errors import DecodeError, InvalidAddressError, KernelNotFoundError, KsinspectError
+from ..errors import (DecodeError, InvalidAddressError, KernelNotFoundError, KsinspectError,
+                      WalkLimitError)
 
 PAGE = 0x1000
 KERNEL_NAMES = ("ntoskrnl.exe", "ntkrnlmp.exe", "ntkrnlpa.exe", "ntkrpamp.exe")
 MAX_IMAGE = 64 << 20            # SizeOfImage beyond this is not a kernel
 MAX_CANDIDATES = 4096           # MZ pages examined before the search gives up
+MAX_PE_TRIED = 64               # PE images read in full (up to MAX_IMAGE each) and parsed
+MAX_PE_BYTES = 256 << 20        # ... and their SizeOfImage, summed (ntoskrnl is 10-20 MiB)
+# Mapped pages whose first two bytes are looked at, in address order, before the
+# search gives up: 1 GiB of mappings, many times what Windows maps in front of nt
+# (on x64 the system image space holds nt, hal and the boot drivers, a few hundred
+# MiB; on x86 nt is loaded in the first 64 MiB of the kernel half). Each costs a
+# Python call: the cap is reached in about a second, even where hostile tables
+# map every page of the range.
+MAX_PAGES_EXAMINED = 1 << 18
+# Paging entries the walk of one search range may read (aliased tables can
+# describe far more mappings than that range could hold).
+MAX_WALK_ENTRIES = 1 << 24
 # Where Windows loads its kernel: the x64 system image space (KASLR keeps nt in
 # fffff800`00000000 .. fffff807`ffffffff), the x86 kernel half.
 SEARCH_RANGES = {8: ((0xFFFFF80000000000, 0xFFFFF88000000000),),
@@ -144,24 +157,36 @@ def read_kernel_image(space: Any, base: int) -> KernelImage:
                        exports, missing, notes)
 
 
-def _candidate_pages(space: Any, ranges: Iterable[Tuple[int, int]]) -> Iterable[int]:
-    """Page-aligned addresses in the kernel ranges whose first two bytes are MZ."""
+def _candidate_pages(space: Any, ranges: Iterable[Tuple[int, int]],
+                     stopped: List[str]) -> Iterator[int]:
+    """Page-aligned addresses in the kernel ranges whose first two bytes are MZ.
+
+    Bounded: after MAX_PAGES_EXAMINED mapped pages, or a walk that reads
+    MAX_WALK_ENTRIES entries, it says why in *stopped* and ends (that range).
+    """
     memory = space.memory
+    examined = 0
     for start, end in ranges:
         end = min(end, space.top)
         if start >= end:
             continue
         try:
-            mappings = space.mappings(start, end, max_entries=1 << 24)
-            for m in mappings:
+            for m in space.mappings(start, end, max_entries=MAX_WALK_ENTRIES):
                 first = (m.start + PAGE - 1) & ~(PAGE - 1)
                 for va in range(first, m.start + m.size, PAGE):
-                    pa = m.pa + (va - m.start)
+                    if examined >= MAX_PAGES_EXAMINED:
+                        stopped.append("the search stopped after looking at %d mapped pages "
+                                       "(%d MiB), at %#x" % (examined, examined * PAGE >> 20, va))
+                        return
+                    examined += 1
                     try:
-                        if memory.read(pa, 2) == b"MZ":
+                        if memory.read(m.pa + (va - m.start), 2) == b"MZ":
                             yield va
                     except KsinspectError:
                         continue
+        except WalkLimitError:
+            stopped.append("the walk of %#x-%#x stopped after reading %d paging entries" % (
+                start, end, MAX_WALK_ENTRIES))
         except KsinspectError:
             continue
 
@@ -170,15 +195,39 @@ def find_kernel(space: Any, pointer_size: int,
                 ranges: Optional[Iterable[Tuple[int, int]]] = None) -> KernelImage:
     """Scan the kernel-half mappings for the kernel image.
 
+    The search is bounded whatever the tables say: it looks at the first
+    MAX_PAGES_EXAMINED mapped pages, reads at most MAX_PE_TRIED PE images
+    (MAX_PE_BYTES in all) of the first MAX_CANDIDATES pages that start with
+    MZ; where a cap ends it, the error says which.
+
     Raises:
         KernelNotFoundError: no PE image there names itself ntoskrnl.exe or
-            exports PsInitialSystemProcess.
+            exports PsInitialSystemProcess (the message says where it looked,
+            the PE images it saw and why it stopped early, if it did).
     """
     ranges = list(ranges or SEARCH_RANGES[pointer_size])
     seen: List[str] = []
-    for count, va in enumerate(_candidate_pages(space, ranges)):
+    tried = read_bytes = 0
+    stopped: List[str] = []
+    for count, va in enumerate(_candidate_pages(space, ranges, stopped)):
         if count >= MAX_CANDIDATES:
+            stopped.append("the search stopped after %d pages starting with MZ" % MAX_CANDIDATES)
             break
+        if tried >= MAX_PE_TRIED:
+            # A flood of plausible PE headers (every page MZ... PE): each
+            # would be read in full (up to 64 MiB) and parsed.
+            stopped.append("the search stopped after reading %d PE images" % MAX_PE_TRIED)
+            break
+        try:
+            size = _headers(space, va)[2]
+        except DecodeError:
+            continue
+        if read_bytes + size > MAX_PE_BYTES:
+            stopped.append("the search stopped after reading %d MiB of PE images" % (
+                read_bytes >> 20))
+            break
+        tried += 1
+        read_bytes += size
         try:
             image = read_kernel_image(space, va)
         except DecodeError:
@@ -189,9 +238,10 @@ def find_kernel(space: Any, pointer_size: int,
         seen.append("%s at %#x" % (image.name or "PE image", va))
     where = ", ".join("%#x-%#x" % r for r in ranges)
     raise KernelNotFoundError(
-        "no kernel image (ntoskrnl.exe exporting PsInitialSystemProcess) is mapped in %s%s; "
+        "no kernel image (ntoskrnl.exe exporting PsInitialSystemProcess) is mapped in %s%s%s; "
         "give --kernel-base or --start" % (
-            where, " (PE images seen: %s)" % ", ".join(seen[:5]) if seen else ""))
+            where, " (PE images seen: %s)" % ", ".join(seen[:5]) if seen else "",
+            "".join(" (%s)" % reason for reason in stopped)))
 
 
 def initial_system_process(space: Any, kernel: KernelImage, pointer_size: int) -> int:

@@ -1,10 +1,11 @@
 """A live process's PEB on Windows, through ctypes over ntdll and kernel32.
 
-**Untested on real Windows**: it was written from Microsoft's documented
-signatures and only its pure parts (:func:`windows_checks`, path
-normalisation) run in the test suite, with fakes. It imports cleanly on any
-system; its functions raise :class:`~ksinspect.errors.UnsupportedError`
-elsewhere than on Windows.
+It runs in the test suite under a real Windows CPython (the official x64
+embeddable build) under Wine, against Windows programs of the same prefix
+(``tools/winpython.py``, ``tests/test_live_windows.py``); its pure parts
+(:func:`windows_checks`, path normalisation) also run everywhere with fakes.
+It imports cleanly on any system; its functions raise
+:class:`~ksinspect.errors.UnsupportedError` elsewhere than on Windows.
 
 * :func:`open_process` opens the process with PROCESS_QUERY_INFORMATION |
   PROCESS_VM_READ and finds its PEB with NtQueryInformationProcess
@@ -13,31 +14,49 @@ elsewhere than on Windows.
   reads with ReadProcessMemory and is the ``memory`` the decoders take.
 * :func:`gather_facts` asks Windows for what it knows without reading the
   PEB in the process: the main module of a Toolhelp32 module snapshot,
-  QueryFullProcessImageNameW (the kernel's image file name) and
-  CheckRemoteDebuggerPresent (the kernel's debug port).
+  QueryFullProcessImageNameW (the kernel's image file name),
+  CheckRemoteDebuggerPresent (the kernel's debug port), and every image the
+  memory manager has mapped (VirtualQueryEx regions of type MEM_IMAGE, each
+  named by GetMappedFileNameW: the Windows counterpart of /proc/PID/maps).
   Toolhelp32 itself walks the loader list, so it agrees with a PEB whose
-  loader list was tampered with; the image name from the kernel does not.
+  loader list was tampered with; the kernel's image name and the mapped
+  images do not.
 * :func:`windows_checks` compares them with the decoded PEB.
 
 Sources: MSDN "NtQueryInformationProcess", "PROCESS_BASIC_INFORMATION",
 "ReadProcessMemory", "CreateToolhelp32Snapshot", "MODULEENTRY32W",
 "QueryFullProcessImageNameW", "CheckRemoteDebuggerPresent", "OpenProcess",
-"Process Security and Access Rights".
+"Process Security and Access Rights", "VirtualQueryEx",
+"MEMORY_BASIC_INFORMATION", "GetMappedFileNameW", "QueryDosDeviceW",
+"GetExitCodeProcess".
 """
 import ctypes
+import errno
 import ntpath
+import os
 import sys
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InvalidAddressError, LiveOSError, UnsupportedError
-from .checks import Check
+from .checks import Check, loader_list_checks
 
 __all__ = ["WindowsProcessMemory", "WindowsFacts", "open_process", "gather_facts",
            "windows_checks", "normalise_windows_path", "available"]
 
 PROCESS_QUERY_INFORMATION = 0x0400
 PROCESS_VM_READ = 0x0010
+PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+RIGHTS = ((PROCESS_QUERY_INFORMATION, "PROCESS_QUERY_INFORMATION",
+           "ask for its PEB address and debug port"),
+          (PROCESS_VM_READ, "PROCESS_VM_READ", "read its memory"))
+STILL_ACTIVE = 259
+MEM_COMMIT = 0x1000
+MEM_IMAGE = 0x1000000
+# The highest user address on x64 (and the 2/3/4 GiB ends of WoW64) is below
+# this; VirtualQueryEx fails past the end, which ends the walk anyway.
+USER_SPACE_END = 1 << 47
+MAX_REGIONS = 1 << 20
 ProcessBasicInformation = 0
 ProcessWow64Information = 26
 TH32CS_SNAPMODULE = 0x00000008
@@ -68,16 +87,27 @@ def _require_windows() -> None:
                                "ksinspect.live.wine" % sys.platform)
 
 
-def normalise_windows_path(path: Optional[str]) -> Optional[str]:
+def normalise_windows_path(path: Optional[str],
+                           devices: Optional[Dict[str, str]] = None) -> Optional[str]:
     """A Win32 path for comparison: ``\\\\?\\`` and ``\\??\\`` prefixes dropped,
-    ``/`` as ``\\``, case folded (NTFS names compare case-insensitively)."""
+    ``/`` as ``\\``, case folded (NTFS names compare case-insensitively).
+
+    Args:
+        devices: ``{"\\device\\harddiskvolume1": "c:"}`` (QueryDosDeviceW, case
+            folded): a kernel device path such as GetMappedFileNameW returns on
+            Windows becomes the drive-letter path.
+    """
     if path is None:
         return None
     path = path.replace("/", "\\")
     for lead in ("\\\\?\\", "\\??\\"):
         if path.startswith(lead):
             path = path[len(lead):]
-    return ntpath.normcase(path)
+    path = ntpath.normcase(path)
+    for device, drive in (devices or {}).items():
+        if path.startswith(device + "\\"):
+            return drive + path[len(device):]
+    return path
 
 
 @dataclass(frozen=True)
@@ -89,6 +119,10 @@ class WindowsFacts:
             Toolhelp32 module snapshot (None when the snapshot failed).
         image_name: QueryFullProcessImageNameW (None when it failed).
         debugger_present: CheckRemoteDebuggerPresent (None when it failed).
+        images: ``(allocation base, mapped file name)`` of every MEM_IMAGE
+            allocation (VirtualQueryEx + GetMappedFileNameW), None when the
+            walk failed.
+        devices: QueryDosDeviceW's ``{device path: drive}``, case folded.
         errors: why a source failed, one line each.
     """
 
@@ -98,10 +132,13 @@ class WindowsFacts:
     image_name: Optional[str]
     debugger_present: Optional[bool]
     errors: tuple = ()
+    images: Optional[Tuple[Tuple[int, str], ...]] = None
+    devices: Optional[Dict[str, str]] = None
 
 
 def windows_checks(facts: WindowsFacts, image_base: int, image_path: Optional[str],
-                   being_debugged: bool, main_module: Optional[Any]) -> List[Check]:
+                   being_debugged: bool, main_module: Optional[Any],
+                   modules: Sequence[Any] = ()) -> List[Check]:
     """The PEB against :class:`WindowsFacts` (pure: no system calls).
 
     Args:
@@ -111,6 +148,8 @@ def windows_checks(facts: WindowsFacts, image_base: int, image_path: Optional[st
         being_debugged: PEB.BeingDebugged.
         main_module: the loader entry at ImageBaseAddress (``base``, ``size``),
             or None when the loader list has none.
+        modules: the PEB's modules (``base``, ``name``, ``path``, ``lists``),
+            compared with the mapped images when ``facts.images`` is known.
     """
     path_rule = ("paths compared without a \\\\?\\ prefix, ignoring case")
     checks = [
@@ -138,6 +177,53 @@ def windows_checks(facts: WindowsFacts, image_base: int, image_path: Optional[st
             "SizeOfImage of the main module: loader entry vs Toolhelp32 snapshot",
             main_module.size, facts.snapshot_size, facts.snapshot_size == main_module.size,
             "MODULEENTRY32W.modBaseSize of the main module"))
+    if facts.images is not None:
+        checks += mapped_image_checks(facts, image_base, image_path, modules)
+    return checks
+
+
+MAPPED_RULE = ("GetMappedFileNameW of the MEM_IMAGE allocation at that base (the memory "
+               "manager's section, not the loader's lists); device paths are turned into "
+               "drive letters with QueryDosDeviceW, and ")
+
+
+def mapped_image_checks(facts: WindowsFacts, image_base: int, image_path: Optional[str],
+                        modules: Sequence[Any]) -> List[Check]:
+    """The image path and every module against the images mapped in the process.
+
+    * ImagePathName must name the file mapped at ImageBaseAddress;
+    * each module's DllBase must be the allocation base of a mapped image
+      of a file with the module's name;
+    * every mapped image must be on the loader lists
+      (:func:`~ksinspect.windows.checks.loader_list_checks`).
+    """
+    images = dict(facts.images or ())
+    devices = facts.devices or {}
+    mapped = images.get(image_base)
+    checks = [Check(
+        "image path vs the image mapped at ImageBaseAddress %#x (GetMappedFileNameW)"
+        % image_base, image_path, mapped,
+        mapped is not None and image_path is not None and
+        normalise_windows_path(image_path, devices) == normalise_windows_path(mapped, devices),
+        MAPPED_RULE + "the paths are compared without a \\\\?\\ prefix, ignoring case")]
+    for module in modules:
+        theirs = images.get(module.base)
+        name = module.name or ntpath.basename(module.path or "")
+        checks.append(Check(
+            "module %s at %#x vs the image mapped there (VirtualQueryEx)" % (name or "?",
+                                                                           module.base),
+            module.path or name, theirs if theirs is not None else
+            "no image is mapped at %#x" % module.base,
+            theirs is not None and ntpath.basename(normalise_windows_path(theirs, devices)) ==
+            ntpath.normcase(name or ""),
+            "DllBase must be the allocation base of a MEM_IMAGE region; " + MAPPED_RULE +
+            "its file name must be the module's, ignoring case"))
+    listed = [(base, ntpath.basename(path.replace("/", "\\")), path)
+              for base, path in sorted(images.items())]
+    checks += loader_list_checks(listed, modules, image_base,
+                                 "the process (VirtualQueryEx, MEM_IMAGE)",
+                                 "every allocation of type MEM_IMAGE that VirtualQueryEx "
+                                 "reports (the memory manager's view)")
     return checks
 
 
@@ -171,7 +257,31 @@ def _api():
                                                 ctypes.c_void_p, wintypes.ULONG,
                                                 ctypes.POINTER(wintypes.ULONG)]
     ntdll.NtQueryInformationProcess.restype = ctypes.c_long     # NTSTATUS
+    kernel32.GetExitCodeProcess.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+    kernel32.GetExitCodeProcess.restype = wintypes.BOOL
+    kernel32.VirtualQueryEx.argtypes = [wintypes.HANDLE, wintypes.LPCVOID,
+                                        ctypes.POINTER(_MemoryBasicInformation), ctypes.c_size_t]
+    kernel32.VirtualQueryEx.restype = ctypes.c_size_t
+    # GetMappedFileNameW is psapi's; kernel32 exports it as K32GetMappedFileNameW (Windows 7+).
+    kernel32.K32GetMappedFileNameW.argtypes = [wintypes.HANDLE, wintypes.LPVOID, wintypes.LPWSTR,
+                                               wintypes.DWORD]
+    kernel32.K32GetMappedFileNameW.restype = wintypes.DWORD
+    kernel32.QueryDosDeviceW.argtypes = [wintypes.LPCWSTR, wintypes.LPWSTR, wintypes.DWORD]
+    kernel32.QueryDosDeviceW.restype = wintypes.DWORD
+    kernel32.GetLogicalDrives.argtypes = []
+    kernel32.GetLogicalDrives.restype = wintypes.DWORD
     return kernel32, ntdll
+
+
+def under_wine(ntdll: Any) -> Optional[str]:
+    """Wine's version when this Windows is Wine (its ntdll exports wine_get_version)."""
+    try:
+        function = ntdll.wine_get_version
+    except AttributeError:
+        return None
+    function.restype = ctypes.c_char_p
+    function.argtypes = []
+    return function().decode("ascii", "replace")
 
 
 class _ProcessBasicInformation(ctypes.Structure):
@@ -179,6 +289,14 @@ class _ProcessBasicInformation(ctypes.Structure):
                 ("AffinityMask", ctypes.c_size_t), ("BasePriority", ctypes.c_long),
                 ("UniqueProcessId", ctypes.c_size_t),
                 ("InheritedFromUniqueProcessId", ctypes.c_size_t)]
+
+
+class _MemoryBasicInformation(ctypes.Structure):
+    # MEMORY_BASIC_INFORMATION (winnt.h), 48 bytes on x64.
+    _fields_ = [("BaseAddress", ctypes.c_void_p), ("AllocationBase", ctypes.c_void_p),
+                ("AllocationProtect", ctypes.c_uint32), ("PartitionId", ctypes.c_uint16),
+                ("RegionSize", ctypes.c_size_t), ("State", ctypes.c_uint32),
+                ("Protect", ctypes.c_uint32), ("Type", ctypes.c_uint32)]
 
 
 class _ModuleEntry32W(ctypes.Structure):
@@ -205,16 +323,22 @@ class WindowsProcessMemory:
     Attributes:
         pid: the process ID.
         peb_address: PebBaseAddress (the native PEB).
-        wow64_peb_address: the 32-bit PEB of a WoW64 process, else None.
+        wow64: a 32-bit process on 64-bit Windows (ProcessWow64Information
+            is not 0).
+        wow64_peb_address: the 32-bit PEB of a WoW64 process as
+            ProcessWow64Information gives it, else None. (Wine 8 answers with
+            1, a flag, instead of the address: then it is None and ``wow64``
+            True.)
     """
 
     def __init__(self, pid: int, handle: Any, kernel32: Any, peb_address: int,
-                 wow64_peb_address: Optional[int]):
+                 wow64_peb_address: Optional[int], wow64: bool = False):
         self.pid = pid
         self._handle = handle
         self._kernel32 = kernel32
         self.peb_address = peb_address
         self.wow64_peb_address = wow64_peb_address
+        self.wow64 = wow64 or bool(wow64_peb_address)
 
     @property
     def handle(self) -> Any:
@@ -266,8 +390,10 @@ def open_process(pid: int) -> WindowsProcessMemory:
 
     Raises:
         UnsupportedError: not on Windows.
-        LiveOSError: no such process, access denied (one line saying what
-            access is missing), or NtQueryInformationProcess failed.
+        LiveOSError: no such process, a process that has exited, one without
+            a PEB (System and the other kernel processes), access denied (one
+            line naming the right that is missing), or NtQueryInformationProcess
+            failed.
     """
     _require_windows()
     kernel32, ntdll = _api()
@@ -275,28 +401,160 @@ def open_process(pid: int) -> WindowsProcessMemory:
     if not handle:
         code = ctypes.get_last_error()
         if code == ERROR_INVALID_PARAMETER:
-            raise LiveOSError(3, "no process with PID %d" % pid)
+            raise LiveOSError(errno.ESRCH, _no_such_process(pid, ntdll))
         if code == ERROR_ACCESS_DENIED:
-            raise LiveOSError(13, "OpenProcess(%d): access denied; %s" % (pid, ACCESS_HINT))
+            raise LiveOSError(errno.EACCES, _access_denied(pid, kernel32, ntdll))
         raise LiveOSError(code, "OpenProcess(%d): %s" % (pid, ctypes.FormatError(code).strip()))
     try:
-        info = _ProcessBasicInformation()
-        returned = ctypes.c_ulong(0)
-        status = ntdll.NtQueryInformationProcess(handle, ProcessBasicInformation,
-                                                 ctypes.byref(info), ctypes.sizeof(info),
-                                                 ctypes.byref(returned))
-        if status < 0:
-            raise LiveOSError(5, "NtQueryInformationProcess(ProcessBasicInformation) for "
-                              "process %d failed: NTSTATUS %#010x" % (pid, status & 0xFFFFFFFF))
+        info = _basic_information(handle, pid, ntdll)
+        exit_code = ctypes.c_ulong(0)
+        if kernel32.GetExitCodeProcess(handle, ctypes.byref(exit_code)) and \
+                exit_code.value != STILL_ACTIVE:
+            raise LiveOSError(errno.ESRCH, "process %d%s has exited (exit status %d): its memory "
+                              "is gone" % (pid, _name_of(handle, kernel32), exit_code.value))
+        if not info.PebBaseAddress:
+            raise LiveOSError(errno.ENOENT, _no_peb(pid, _name_of(handle, kernel32)))
         wow64 = ctypes.c_size_t(0)
+        returned = ctypes.c_ulong(0)
         status = ntdll.NtQueryInformationProcess(handle, ProcessWow64Information,
                                                  ctypes.byref(wow64), ctypes.sizeof(wow64),
                                                  ctypes.byref(returned))
-        wow64_peb = wow64.value if status >= 0 and wow64.value else None
+        flag = wow64.value if status >= 0 else 0
+        # Windows gives the PEB32's address; Wine 8 gives 1. No PEB sits in the
+        # first 64 KiB (never allocated on Windows), so a smaller value is a flag.
+        wow64_peb = flag if flag >= 0x10000 else None
     except BaseException:
         kernel32.CloseHandle(handle)
         raise
-    return WindowsProcessMemory(pid, handle, kernel32, info.PebBaseAddress or 0, wow64_peb)
+    return WindowsProcessMemory(pid, handle, kernel32, info.PebBaseAddress or 0, wow64_peb,
+                                bool(flag))
+
+
+THREAD_QUERY_INFORMATION = 0x0040
+TH32CS_SNAPTHREAD = 0x00000004
+ThreadBasicInformation = 0
+
+
+class _ThreadEntry32(ctypes.Structure):
+    _fields_ = [("dwSize", ctypes.c_uint32), ("cntUsage", ctypes.c_uint32),
+                ("th32ThreadID", ctypes.c_uint32), ("th32OwnerProcessID", ctypes.c_uint32),
+                ("tpBasePri", ctypes.c_long), ("tpDeltaPri", ctypes.c_long),
+                ("dwFlags", ctypes.c_uint32)]
+
+
+class _ThreadBasicInformation(ctypes.Structure):
+    _fields_ = [("ExitStatus", ctypes.c_long), ("TebBaseAddress", ctypes.c_void_p),
+                ("UniqueProcess", ctypes.c_void_p), ("UniqueThread", ctypes.c_void_p),
+                ("AffinityMask", ctypes.c_size_t), ("Priority", ctypes.c_long),
+                ("BasePriority", ctypes.c_long)]
+
+
+def thread_tebs(pid: int) -> List[Tuple[int, int]]:
+    """``(thread ID, TebBaseAddress)`` of the threads of process *pid*: a
+    Toolhelp32 thread snapshot, then NtQueryInformationThread
+    (ThreadBasicInformation) of each. Threads that cannot be opened are left
+    out; for a WoW64 process the addresses are those of the 64-bit TEBs."""
+    _require_windows()
+    from ctypes import wintypes
+
+    kernel32, ntdll = _api()
+    kernel32.Thread32First.argtypes = kernel32.Thread32Next.argtypes = [
+        wintypes.HANDLE, ctypes.POINTER(_ThreadEntry32)]
+    kernel32.OpenThread.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+    kernel32.OpenThread.restype = wintypes.HANDLE
+    ntdll.NtQueryInformationThread.argtypes = [wintypes.HANDLE, wintypes.ULONG, ctypes.c_void_p,
+                                               wintypes.ULONG, ctypes.POINTER(wintypes.ULONG)]
+    ntdll.NtQueryInformationThread.restype = ctypes.c_long
+    snapshot = kernel32.CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0)
+    if snapshot in (None, wintypes.HANDLE(-1).value):
+        return []
+    found = []
+    try:
+        entry = _ThreadEntry32()
+        entry.dwSize = ctypes.sizeof(entry)
+        more = kernel32.Thread32First(snapshot, ctypes.byref(entry))
+        while more:
+            if entry.th32OwnerProcessID == pid:
+                thread = kernel32.OpenThread(THREAD_QUERY_INFORMATION, False, entry.th32ThreadID)
+                if thread:
+                    try:
+                        info = _ThreadBasicInformation()
+                        if ntdll.NtQueryInformationThread(
+                                thread, ThreadBasicInformation, ctypes.byref(info),
+                                ctypes.sizeof(info), None) >= 0 and info.TebBaseAddress:
+                            found.append((entry.th32ThreadID, info.TebBaseAddress))
+                    finally:
+                        kernel32.CloseHandle(thread)
+            more = kernel32.Thread32Next(snapshot, ctypes.byref(entry))
+    finally:
+        kernel32.CloseHandle(snapshot)
+    return found
+
+
+def _basic_information(handle: Any, pid: int, ntdll: Any) -> "_ProcessBasicInformation":
+    info = _ProcessBasicInformation()
+    returned = ctypes.c_ulong(0)
+    status = ntdll.NtQueryInformationProcess(handle, ProcessBasicInformation, ctypes.byref(info),
+                                             ctypes.sizeof(info), ctypes.byref(returned))
+    if status < 0:
+        raise LiveOSError(errno.EIO, "NtQueryInformationProcess(ProcessBasicInformation) for "
+                          "process %d failed: NTSTATUS %#010x" % (pid, status & 0xFFFFFFFF))
+    return info
+
+
+def _name_of(handle: Any, kernel32: Any) -> str:
+    """`` (name.exe)`` from QueryFullProcessImageNameW, or "" when it fails."""
+    from ctypes import wintypes
+
+    buffer = ctypes.create_unicode_buffer(32768)
+    length = wintypes.DWORD(len(buffer))
+    if kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(length)) and \
+            buffer.value:
+        return " (%s)" % ntpath.basename(buffer.value)
+    return ""
+
+
+def _no_peb(pid: int, name: str) -> str:
+    return ("process %d%s has no PEB (PebBaseAddress is NULL): a kernel process such as "
+            "System, Registry, Secure System or Memory Compression runs no user-mode image"
+            % (pid, name))
+
+
+def _no_such_process(pid: int, ntdll: Any) -> str:
+    wine = under_wine(ntdll)
+    if wine is None:
+        return "no process with PID %d" % pid
+    return ("no process with PID %d in this Wine prefix (%s, Wine %s): under Wine, PIDs are "
+            "Windows PIDs (what GetCurrentProcessId returns), not Linux PIDs, and only the "
+            "processes of the same prefix are visible"
+            % (pid, os.environ.get("WINEPREFIX", "~/.wine"), wine))
+
+
+def _access_denied(pid: int, kernel32: Any, ntdll: Any) -> str:
+    """The line for a refused OpenProcess: which of the two rights is missing
+    (each asked for alone), and whether the process has a PEB at all."""
+    missing = []
+    for right, name, purpose in RIGHTS:
+        handle = kernel32.OpenProcess(right, False, pid)
+        if handle:
+            kernel32.CloseHandle(handle)
+        elif ctypes.get_last_error() == ERROR_ACCESS_DENIED:
+            missing.append("%s (to %s)" % (name, purpose))
+    label = ""
+    limited = kernel32.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if limited:
+        try:
+            label = _name_of(limited, kernel32)
+            try:
+                if not _basic_information(limited, pid, ntdll).PebBaseAddress:
+                    return _no_peb(pid, label)
+            except LiveOSError:
+                pass
+        finally:
+            kernel32.CloseHandle(limited)
+    return "process %d%s: access denied for %s; %s" % (
+        pid, label, " and ".join(missing) or
+        "PROCESS_QUERY_INFORMATION | PROCESS_VM_READ together", ACCESS_HINT)
 
 
 def gather_facts(memory: WindowsProcessMemory) -> WindowsFacts:
@@ -346,4 +604,61 @@ def gather_facts(memory: WindowsProcessMemory) -> WindowsFacts:
     else:
         errors.append("CheckRemoteDebuggerPresent: %s"
                       % ctypes.FormatError(ctypes.get_last_error()).strip())
-    return WindowsFacts(base, size, path, image_name, debugger, tuple(errors))
+    images: Optional[Tuple[Tuple[int, str], ...]]
+    try:
+        images = mapped_images(memory.handle, kernel32)
+    except LiveOSError as exc:
+        images = None
+        errors.append(str(exc))
+    return WindowsFacts(base, size, path, image_name, debugger, tuple(errors), images,
+                        dos_devices(kernel32))
+
+
+def mapped_images(handle: Any, kernel32: Any) -> Tuple[Tuple[int, str], ...]:
+    """``(allocation base, file)`` of every MEM_IMAGE allocation in the process.
+
+    VirtualQueryEx walks the regions (the memory manager's view, whatever the
+    loader lists say); GetMappedFileNameW names the file of each image's
+    section (``\\Device\\HarddiskVolumeN\\...`` on Windows, ``\\??\\C:\\...``
+    under Wine). Bounded: at most MAX_REGIONS regions.
+
+    Raises:
+        LiveOSError: VirtualQueryEx failed before the end of user space.
+    """
+    info = _MemoryBasicInformation()
+    found: Dict[int, str] = {}
+    address = 0
+    for _ in range(MAX_REGIONS):
+        if address >= USER_SPACE_END:
+            break
+        if not kernel32.VirtualQueryEx(handle, ctypes.c_void_p(address), ctypes.byref(info),
+                                       ctypes.sizeof(info)):
+            code = ctypes.get_last_error()
+            if code == ERROR_INVALID_PARAMETER:      # past the highest user address
+                break
+            raise LiveOSError(code, "VirtualQueryEx at %#x: %s" % (
+                address, ctypes.FormatError(code).strip()))
+        base = info.AllocationBase or 0
+        if info.State == MEM_COMMIT and info.Type == MEM_IMAGE and base not in found:
+            buffer = ctypes.create_unicode_buffer(32768)
+            length = kernel32.K32GetMappedFileNameW(handle, ctypes.c_void_p(base), buffer,
+                                                    len(buffer))
+            found[base] = buffer.value[:length] if length else "?"
+        following = (info.BaseAddress or 0) + info.RegionSize
+        if following <= address:
+            break
+        address = following
+    return tuple(sorted(found.items()))
+
+
+def dos_devices(kernel32: Any) -> Dict[str, str]:
+    """``{"\\device\\harddiskvolume1": "c:"}`` for every drive letter (QueryDosDeviceW)."""
+    drives = kernel32.GetLogicalDrives()
+    devices = {}
+    buffer = ctypes.create_unicode_buffer(1024)
+    for index in range(26):
+        if drives & (1 << index):
+            letter = chr(ord("a") + index) + ":"
+            if kernel32.QueryDosDeviceW(letter, buffer, len(buffer)):
+                devices[buffer.value.lower()] = letter
+    return devices

@@ -25,12 +25,13 @@ A loader list in a dump can loop, break, or be unlinked on purpose (a
 module hiding from one list): every walk is bounded, and what looks wrong
 is a finding on the result, never an exception or a hang.
 """
-import html
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
-from .layout import Layout, available_layouts, load_layout
+from ..views.html import html_pre
+from .layout import Layout
+from .layout_files import available_layouts, load_layout
 from .strings import UnicodeString, string_from_header
 from .struct import Struct
 
@@ -196,9 +197,13 @@ class Peb:
             "image_path": self.image_path,
             "command_line": self.command_line,
             "current_directory": self.current_directory,
+            "environment": list(self.environment),
             "modules": [m.to_dict() for m in self.modules],
             "checks": [c.to_dict() for c in self.checks],
             "findings": list(self.findings),
+            "structure": self.struct_name,
+            "layout": self.layout.name,
+            "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
@@ -265,7 +270,7 @@ class Peb:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        return "<pre>%s</pre>" % html.escape(self.explain())
+        return html_pre(self.explain())
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,7 @@ class Teb:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        return "<pre>%s</pre>" % html.escape(self.explain())
+        return html_pre(self.explain())
 
 
 # -- TEB -----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, KsinspectError
 from ..paging import AddressSpace
-from ..render import table
-from ..x86._bits import html_pre
+from ..views.text import table
+from ..views.html import html_pre
 from .eprocess import PROCESS_OBJECT, Process, decode_eprocess
 from .kernel import KernelImage, find_kernel, initial_system_process, read_kernel_image
 from .layout import Layout
@@ -271,6 +271,27 @@ def default_mode(layout: Layout) -> str:
     return "4level" if layout.pointer_size == 8 else "pae"
 
 
+def _mode_for(memory: Any, layout: Layout, mode: Optional[str]) -> Optional[str]:
+    """The mode given, else the image's (None: AddressSpace reads it), else the
+    layout's usual one when the image says nothing about paging."""
+    cpu = getattr(memory, "cpu", None)
+    if mode is not None or (cpu is not None and cpu.paging_mode()):
+        return mode
+    return default_mode(layout)
+
+
+def layout_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
+                 mode: Optional[str] = None) -> AddressSpace:
+    """An address space in an image of *layout*'s build: ``cr3`` (its
+    DirectoryTableBase; default the image's CR3) in ``mode`` (default the
+    image's paging mode, else the layout's usual one, :func:`default_mode`).
+
+    Raises:
+        NoCpuStateError: no CPU state and no ``cr3``.
+    """
+    return AddressSpace(memory, cr3=cr3, mode=_mode_for(memory, layout, mode))
+
+
 def kernel_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
                  mode: Optional[str] = None, scan: Any = None) -> Tuple[AddressSpace, str]:
     """The kernel address space and how its CR3 was chosen.
@@ -284,8 +305,7 @@ def kernel_space(memory: Any, layout: Layout, cr3: Optional[int] = None,
     """
     cpu = getattr(memory, "cpu", None)
     if cr3 is not None:
-        return AddressSpace(memory, cr3=cr3, mode=mode or (
-            None if cpu is not None and cpu.paging_mode() else default_mode(layout))), "--cr3"
+        return layout_space(memory, layout, cr3, mode), "--cr3"
     if cpu is not None and cpu.paging_mode() is not None:
         return AddressSpace(memory, mode=mode), "the image's CPU state"
     if scan is None:
@@ -343,4 +363,4 @@ def pslist(memory: Any, layout: Layout, start: Optional[int] = None, cr3: Option
 
 
 __all__ = ["COLUMNS", "ListedProcess", "MAX_PROCESSES", "ProcessList", "kernel_space",
-           "pslist", "process_space", "read_process_environment", "walk_processes"]
+           "layout_space", "pslist", "process_space", "read_process_environment", "walk_processes"]

@@ -26,12 +26,13 @@ Pool tags (``Proc`` / ``Pro\\xe3``) are not used: they sit before the object
 at a distance that depends on the optional headers, and Windows 10 can
 allocate processes from segment heaps whose headers differ.
 """
+import mmap
 from dataclasses import dataclass, field as dataclass_field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .._native_scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
+from .._native.scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
 from ..errors import DecodeError, KsinspectError
-from ..x86._bits import html_pre
+from ..views.html import html_pre
 from .eprocess import MAX_PID, PROCESS_OBJECT, Process, decode_eprocess, resolve_peb32
 from .layout import Layout
 
@@ -120,6 +121,9 @@ def eprocess_constraints(layout: Layout) -> Tuple[ScanSpec, List[str]]:
     return spec, text
 
 
+READ_CHUNK = 1 << 22     # bytes read at a time from memory without a flat buffer
+
+
 def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
                 progress: Optional[Callable[[float], None]] = None,
                 max_hits: Optional[int] = None) -> Tuple[List[int], int]:
@@ -130,7 +134,9 @@ def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
     physical memory are joined by a small copied window across the border.
     Nothing is read into Python memory but those windows. With ``max_hits``
     the scan stops after the chunk in which that many candidates were found
-    (more may be returned: the caller cuts and says so).
+    (more may be returned: the caller cuts and says so). Memory without a flat
+    buffer (a compressed kdump) is read through ``read(pa, n)`` in chunks of at
+    most READ_CHUNK bytes, so what is held decompressed stays bounded.
     """
     if chunk < 4096:
         raise DecodeError("scan chunk %d is below 4096 bytes" % chunk)
@@ -139,17 +145,30 @@ def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
     done = 0
     found: List[int] = []
     anchors = 0
-    whole = memoryview(memory.buffer).cast("B")
+    buffer = getattr(memory, "buffer", None)
+    whole = memoryview(buffer).cast("B") if buffer is not None else None
+    if whole is None:
+        chunk = min(chunk, READ_CHUNK)
     overlap = spec.size - 1
+    intact = getattr(memory, "check_intact", None)
+
+    def piece(run, pos: int, n: int):
+        if whole is None:
+            return memory.read(run.start + pos, n)
+        return whole[run.offset + pos:run.offset + pos + n]
+
     try:
         for i, run in enumerate(runs):
             pos = 0
             while pos < run.length:
                 take = min(chunk, run.length - pos)
-                start = run.offset + pos
-                window = whole[start:start + min(take + overlap, run.length - pos)]
+                window = piece(run, pos, min(take + overlap, run.length - pos))
+                if intact is not None:
+                    intact()               # a shrunk file would SIGBUS in the scan
                 hits, seen = spec.scan(window, run.start + pos, take)
-                window.release()
+                if whole is not None:
+                    window.release()
+                    _release_pages(memory.buffer, run.offset + pos, take)
                 found.extend(hits)
                 anchors += seen
                 pos += take
@@ -162,14 +181,32 @@ def scan_memory(memory: Any, spec: ScanSpec, chunk: int = DEFAULT_CHUNK,
             if nxt is not None and nxt.start == run.start + run.length and overlap:
                 tail = min(overlap, run.length)
                 head = min(overlap, nxt.length)
-                joined = (bytes(whole[run.offset + run.length - tail:run.offset + run.length])
-                          + bytes(whole[nxt.offset:nxt.offset + head]))
+                joined = bytes(piece(run, run.length - tail, tail)) + bytes(piece(nxt, 0, head))
                 hits, seen = spec.scan(joined, run.start + run.length - tail, tail)
                 found.extend(hits)
                 anchors += seen
     finally:
-        whole.release()
+        if whole is not None:
+            whole.release()
     return found, anchors
+
+
+def _release_pages(buffer: Any, start: int, length: int) -> None:
+    """Drop the scanned pages of a file mapping from this process's RSS
+    (madvise MADV_DONTNEED: a read-only file mapping reads them back from
+    the page cache if touched again), so a scan over a 64 GiB image keeps
+    the footprint of one chunk, as the walks do."""
+    advise = getattr(buffer, "madvise", None)
+    flag = getattr(mmap, "MADV_DONTNEED", None)
+    if advise is None or flag is None:
+        return
+    first = start - start % mmap.PAGESIZE
+    end = start + length - (start + length) % mmap.PAGESIZE
+    if end > first:
+        try:
+            advise(flag, first, end - first)
+        except (OSError, ValueError):
+            pass
 
 
 @dataclass

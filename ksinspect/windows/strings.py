@@ -11,11 +11,11 @@ Everything in a dump is hostile: a Length larger than MaximumLength, an odd
 Length, a NULL or unmapped Buffer and unpaired UTF-16 surrogates are all
 reported as findings on the value; none raises.
 """
-import html
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
+from ..views.html import html_pre
 from .layout import Layout
 from .struct import Struct
 
@@ -67,7 +67,7 @@ class UnicodeString:
                 "buffer": self.buffer, "findings": list(self.findings)}
 
     def _repr_html_(self) -> str:
-        return "<pre>%s</pre>" % html.escape(self.explain())
+        return html_pre(self.explain())
 
 
 def decode_utf16(raw: bytes) -> Tuple[str, List[str]]:

@@ -8,15 +8,13 @@ member and the layout, never a silent ``None``. ``data`` may hold only the
 start of the structure: reading a member beyond it raises
 :class:`~ksinspect.errors.TruncatedDataError`.
 """
-import html
 import struct as _struct
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ..errors import TruncatedDataError, UnknownFieldError
+from ..views.html import html_pre
 from .layout import (KIND_ARRAY, KIND_CHARS, KIND_FLOAT, KIND_POINTER, KIND_STRUCT, Field,
                      Layout, StructLayout)
-
-_MISSING = object()
 
 
 class Struct:
@@ -202,7 +200,7 @@ class Struct:
         return {name: _plain(value) for name, value in self.items()}
 
     def _repr_html_(self) -> str:
-        return "<pre>%s</pre>" % html.escape(self.explain())
+        return html_pre(self.explain())
 
 
 def _show(value: Any) -> str:

@@ -7,6 +7,8 @@ touches, and whole columns can be read without building any.
 import struct
 from typing import Callable, Generic, Iterator, List, Sequence, Tuple, TypeVar, Union, overload
 
+from ..views.html import batch_html
+
 T = TypeVar("T")
 
 
@@ -66,5 +68,4 @@ class DecodedBatch(Sequence[T], Generic[T]):
 
     def _repr_html_(self) -> str:
         """A notebook table, one escaped line per row (the first rows of a big batch)."""
-        from ..render.html import batch_html
         return batch_html(self, repr(self))

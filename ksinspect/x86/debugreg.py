@@ -7,11 +7,11 @@ import enum
 from dataclasses import dataclass, field as dc_field
 from typing import List, Optional, Sequence, Tuple
 
-from .. import _native
+from .._native import enum_values, debugreg as _native
 from ..errors import DecodeError, EncodeError
 from ._bits import BitField, Drawable, Explanation, field, flag_names
 
-_C = _native.enum_values("KSI_")
+_C = enum_values("KSI_")
 SOURCE_DR7 = "Intel SDM vol. 3B §17.2.4, Figure 17-1 (Debug Control Register DR7)"
 SOURCE_DR6 = "Intel SDM vol. 3B §17.2.3, Figure 17-1 (Debug Status Register DR6)"
 

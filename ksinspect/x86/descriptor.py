@@ -9,12 +9,12 @@ import enum
 from dataclasses import dataclass, field as dc_field
 from typing import List, Optional, Tuple
 
-from .. import _native
+from .._native import enum_values, segment as _native
 from ..errors import DecodeError, TruncatedDataError
 from ._batch import DecodedBatch
 from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
 
-_C = _native.enum_values("KSI_")
+_C = enum_values("KSI_")
 
 
 class DescriptorMode(enum.Enum):
@@ -45,7 +45,7 @@ class DescriptorKind(enum.Enum):
 
 # Indexed by the C core's ksi_descriptor_kind value.
 _KINDS = tuple(DescriptorKind[name[len("KSI_KIND_"):]]
-               for name, _ in sorted(_native.enum_values("KSI_KIND_").items(), key=lambda kv: kv[1]))
+               for name, _ in sorted(enum_values("KSI_KIND_").items(), key=lambda kv: kv[1]))
 GATE_KINDS = frozenset({DescriptorKind.CALL_GATE, DescriptorKind.INTERRUPT_GATE,
                         DescriptorKind.TRAP_GATE, DescriptorKind.TASK_GATE})
 
@@ -90,15 +90,18 @@ ANOMALY_TEXT = {
                                "a future processor may give it a meaning",
     DescriptorAnomaly.NONCANONICAL_OFFSET: "the gate's target offset is not canonical "
                                            "(48-bit check); a transfer through it raises #GP",
-    DescriptorAnomaly.UPPER_TYPE_NONZERO: "bits 12:8 of the upper dword must be 0 in a 16-byte "
-                                          "descriptor (Figures 5-9, 6-8, 7-4)",
+    DescriptorAnomaly.UPPER_TYPE_NONZERO: "bits 12:8 of the upper dword (its type field) must be 0 "
+                                          "in a 64-bit call gate, TSS or LDT descriptor "
+                                          "(Figures 5-9, 7-4)",
     DescriptorAnomaly.UPPER_MISSING: "a 16-byte descriptor whose upper 8 bytes were not given; "
                                      "offset/base bits 63:32 are unknown",
     DescriptorAnomaly.NONCANONICAL_BASE: "the LDT/TSS base is not canonical (48-bit check)",
     DescriptorAnomaly.GATE_RESERVED_BITS: "bits that must be 0 in this gate are set",
     DescriptorAnomaly.L_RESERVED: "the L bit is set where it is reserved (outside IA-32e mode, "
                                   "or on a data segment)",
-    DescriptorAnomaly.UPPER_RESERVED: "reserved bits of the upper 8 bytes are set",
+    DescriptorAnomaly.UPPER_RESERVED: "reserved bits of the upper 8 bytes are set (in a 64-bit "
+                                      "interrupt or trap gate the whole upper dword is "
+                                      "reserved, Figure 6-8)",
 }
 
 _flags = FlagCache(DescriptorFlag)
@@ -196,7 +199,13 @@ class SegmentDescriptor(Drawable):
             DecodeError: a qword wider than 64 bits or an unknown mode.
         """
         mode, code = _MODE_INFO.get(mode) or _mode_info(mode)
-        return _from_decoded(_native.decode_descriptor(raw, raw_high, code), mode, address)
+        decoded = _decode(raw, raw_high, code)
+        # _from_decoded, inlined: this is the per-call path.
+        obj = _new(_CLASS_OF_KIND[decoded[_I_KIND]])
+        _set(obj, "__dict__", {"raw": decoded[0], "mode": mode, "address": address, "_d": decoded,
+                               "raw_high": decoded[_I_RAW_HI] if decoded[_I_FLAGS] & _HAS_UPPER
+                               else None})
+        return obj
 
     @staticmethod
     def from_bytes(data: bytes, mode="long", address: Optional[int] = None) -> "SegmentDescriptor":
@@ -249,6 +258,12 @@ class SegmentDescriptor(Drawable):
     @property
     def flags(self) -> DescriptorFlag:
         return _flags(self._d[_I_FLAGS])
+
+    @property
+    def attributes(self) -> int:
+        """Bits 55:40 with the limit's bits 51:48 cleared: type, S, DPL, P, AVL,
+        L, D/B and G as one word (§3.4.5 Figure 3-8), WinDbg ``dg``'s Flags."""
+        return (self.raw >> 40) & 0xF0FF
 
     @property
     def anomalies(self) -> DescriptorAnomaly:
@@ -396,7 +411,7 @@ class SegmentDescriptor(Drawable):
             return [field(raw, 63, 0, "Null", "all zero: the null descriptor (§3.4.2)")]
         g = self.granularity
         fields = [
-            field(raw, 63, 56, "Base 31:24", "base bits 31:24"),
+            field(raw, 63, 56, "Base 31:24", "base bits 31:24 (base = %#x)" % self.base),
             field(raw, 55, 55, "G", "limit counts 4 KiB units (limit = field * 4096 + 4095)"
                   if g else "limit counts bytes"),
             field(raw, 54, 54, "D/B", self._db_meaning()),
@@ -406,7 +421,9 @@ class SegmentDescriptor(Drawable):
         ]
         fields += self._common_fields()
         fields += [
-            field(raw, 39, 16, "Base 23:0", "base = %#x" % self.base),
+            # Figure 3-8 draws base bits 23:0 as two fields, one in each dword.
+            field(raw, 39, 32, "Base 23:16", "base bits 23:16"),
+            field(raw, 31, 16, "Base 15:00", "base bits 15:0"),
             field(raw, 15, 0, "Limit 15:0", "raw limit %#x -> effective limit %#x"
                   % (self.raw_limit, self.limit)),
         ]
@@ -428,9 +445,14 @@ class SegmentDescriptor(Drawable):
         if self.raw_high is None or not self.size == 16:
             return []
         high = self.raw_high
+        if _upper_dword_reserved(self.kind):
+            # Figure 6-8: a 64-bit IDT gate's upper dword is reserved as a whole.
+            return [field(high, 63, 32, "Reserved", "reserved", 64),
+                    field(high, 31, 0, low_name, low_meaning, 64)]
+        # Figures 5-9 and 7-4: a type field of 0 in bits 12:8 of the upper dword.
         return [
             field(high, 63, 45, "Reserved", "reserved", 64),
-            field(high, 44, 40, "Zero", "must be 0 (so this half is never a valid descriptor)", 64),
+            field(high, 44, 40, "Zero", "type 0: this half is never a valid descriptor", 64),
             field(high, 39, 32, "Reserved", "reserved", 64),
             field(high, 31, 0, low_name, low_meaning, 64),
         ]
@@ -496,7 +518,9 @@ class SegmentDescriptor(Drawable):
         if DescriptorAnomaly.GATE_RESERVED_BITS in found:
             mask |= raw & _gate_reserved_mask(self.kind, self.mode, self.width)
         if DescriptorAnomaly.UPPER_RESERVED in found:
-            mask |= (high & 0xFFFFE0FF00000000) << 64
+            reserved = (0xFFFFFFFF00000000 if _upper_dword_reserved(self.kind)
+                        else 0xFFFFE0FF00000000)
+            mask |= (high & reserved) << 64
         return mask
 
     def _raw_text(self) -> str:
@@ -518,6 +542,13 @@ _ANOMALY_BITS = {
     DescriptorAnomaly.NONCANONICAL_BASE: _span(63, 56) | _span(39, 16) | _span(95, 64),
     DescriptorAnomaly.UPPER_TYPE_NONZERO: _span(108, 104),
 }
+
+
+def _upper_dword_reserved(kind: DescriptorKind) -> bool:
+    """Figure 6-8 draws the upper dword of a 64-bit interrupt or trap gate all
+    reserved; the call gate (Figure 5-9) and the TSS and LDT descriptors
+    (Figure 7-4) keep a type field of 0 in its bits 12:8."""
+    return kind in (DescriptorKind.INTERRUPT_GATE, DescriptorKind.TRAP_GATE)
 
 
 def _gate_reserved_mask(kind: DescriptorKind, mode: DescriptorMode, width: int) -> int:
@@ -625,6 +656,7 @@ class Gate(SegmentDescriptor):
 
 
 _new, _set = object.__new__, object.__setattr__
+_decode = _native.decode_descriptor
 _CLASS_OF_KIND = tuple(Gate if kind in GATE_KINDS else SegmentDescriptor for kind in _KINDS)
 _HAS_UPPER = int(DescriptorFlag.HAS_UPPER)
 

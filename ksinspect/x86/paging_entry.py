@@ -9,38 +9,14 @@ import enum
 from dataclasses import dataclass, field as dc_field
 from typing import List, Optional, Tuple
 
-from .. import _native
+from .._native import enum_values, paging as _native
 from ..errors import DecodeError
 from ._batch import DecodedBatch
 from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
+from ..modes import LEVEL_NAMES, PagingMode, size_text
 
-_C = _native.enum_values("KSI_")
+_C = enum_values("KSI_")
 PAT_DEFAULT = _native.pat_default()
-
-
-class PagingMode(enum.Enum):
-    """The four x86 paging modes; values are the CLI/JSON names."""
-
-    BITS32 = "32"
-    PAE = "pae"
-    LEVEL4 = "4level"
-    LEVEL5 = "5level"
-
-    @property
-    def levels(self) -> int:
-        return _native.paging_levels(_native.PAGING_MODES[self.value])
-
-    @property
-    def entry_size(self) -> int:
-        return 4 if self is PagingMode.BITS32 else 8
-
-
-LEVEL_NAMES = {
-    PagingMode.BITS32: {2: "PDE", 1: "PTE"},
-    PagingMode.PAE: {3: "PDPTE", 2: "PDE", 1: "PTE"},
-    PagingMode.LEVEL4: {4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"},
-    PagingMode.LEVEL5: {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"},
-}
 
 
 class PteFlag(enum.IntFlag):
@@ -136,6 +112,7 @@ def paging_mode(mode) -> PagingMode:
 
 
 _PSE, _NXE = _native.PAGING_OPTION_PSE, _native.PAGING_OPTION_NXE
+_decode = _native.decode_pte
 _new, _set = object.__new__, object.__setattr__
 
 
@@ -195,12 +172,13 @@ class PagingEntry(Drawable):
         Raises:
             DecodeError: unknown mode, a level the mode lacks, or a value too wide.
         """
-        mode, code, levels = _mode_info(mode)
+        mode, code, levels = _MODE_INFO.get(mode) or _mode_info(mode)
         if level not in levels:
             _check_level(mode, level)
-        pat = PAT_DEFAULT if pat is None else pat
-        decoded = _native.decode_pte(raw, code, level, maxphyaddr, pat,
-                                     (_PSE if pse else 0) | (_NXE if nxe else 0))
+        if pat is None:
+            pat = PAT_DEFAULT
+        decoded = _decode(raw, code, level, maxphyaddr, pat,
+                          (_PSE if pse else 0) | (_NXE if nxe else 0))
         obj = _new(PagingEntry)
         # Fill the frozen instance directly: __init__ would decode again.
         _set(obj, "__dict__", {"raw": raw, "mode": mode, "level": level, "maxphyaddr": maxphyaddr,
@@ -285,7 +263,7 @@ class PagingEntry(Drawable):
             return "%s not present" % name
         perms = self.permissions
         if self.leaf:
-            text = "%s maps a %s page at %#x %s %s" % (name, _size_text(self.page_size),
+            text = "%s maps a %s page at %#x %s %s" % (name, size_text(self.page_size),
                                                        self.frame, perms, self.memory_type)
         else:
             text = "%s -> table at %#x %s" % (name, self.frame, perms)
@@ -315,13 +293,7 @@ class PagingEntry(Drawable):
         return result
 
     def _source(self) -> str:
-        mode = self.mode
-        if mode is PagingMode.BITS32:
-            return "Intel SDM vol. 3A §4.3 (32-bit paging), Figure 4-4, Tables 4-4 to 4-6"
-        if mode is PagingMode.PAE:
-            return "Intel SDM vol. 3A §4.4.2 (PAE paging), Figure 4-7, Tables 4-8 to 4-11"
-        return ("Intel SDM vol. 3A §4.5 (%s paging), Figure 4-11, Tables 4-14 to 4-20"
-                % ("4-level" if mode is PagingMode.LEVEL4 else "5-level"))
+        return self.mode.facts.entry_source
 
     def fields(self) -> List[BitField]:
         """The entry's bit fields as the manual draws them for this mode and level."""
@@ -359,7 +331,7 @@ class PagingEntry(Drawable):
             elif level >= 4 and mode in (PagingMode.LEVEL4, PagingMode.LEVEL5):
                 fields.append(field(raw, 7, 7, "Reserved", "PS is reserved (must be 0) here"))
             else:
-                fields.append(field(raw, 7, 7, "PS", "maps a %s page" % _size_text(self.page_size)
+                fields.append(field(raw, 7, 7, "PS", "maps a %s page" % size_text(self.page_size)
                                     if self.large else "points to a table"))
             fields.append(field(raw, 8, 8, "G" if self.leaf else "Ignored",
                                 "global: kept in the TLB across CR3 loads (with CR4.PGE)"
@@ -386,16 +358,25 @@ class PagingEntry(Drawable):
                         field(raw, 20, 13, "PA 39:32", "PSE-36: physical address bits 39:32"),
                         field(raw, 21, 21, "Reserved", "reserved (must be 0)"),
                         field(raw, 31, 22, "PA 31:22", "4 MiB frame at %#x" % self.frame)]
-            return [field(raw, 31, 12, "Address", "%s at %#x" % (
-                "4 KiB page" if self.leaf else "page table", self.frame))]
+            return [field(raw, 31, 12, "PFN", "page frame number: the %s at physical %#x "
+                          "(PFN x 4 KiB)" % ("4 KiB page" if self.leaf else "page table",
+                                             self.frame))]
         low = {1: 12, 2: 21, 3: 30}.get(self.level, 12) if self.large else 12
         fields = []
         if self.large:
             fields += [field(raw, 12, 12, "PAT", "PAT index bit 2"),
                        field(raw, low - 1, 13, "Reserved", "reserved (must be 0)")]
-        what = "%s page" % _size_text(self.page_size) if self.leaf else "next table"
-        fields.append(field(raw, self.maxphyaddr - 1, low, "Address",
-                            "%s at %#x" % (what, self.frame)))
+        # The address bits hold a frame number (physical address >> low): a
+        # PFN in 4 KiB units, or the number of a 2 MiB / 1 GiB page frame.
+        if self.large:
+            fields.append(field(raw, self.maxphyaddr - 1, low, "Page frame",
+                                "%s page frame number: the page at physical %#x "
+                                "(number x %s)" % (size_text(self.page_size), self.frame,
+                                                   size_text(self.page_size))))
+        else:
+            fields.append(field(raw, self.maxphyaddr - 1, low, "PFN",
+                                "page frame number: the %s at physical %#x (PFN x 4 KiB)"
+                                % ("4 KiB page" if self.leaf else "next table", self.frame)))
         if self.maxphyaddr < 52:
             fields.append(field(raw, 51, self.maxphyaddr, "Reserved",
                                 "above MAXPHYADDR=%d: must be 0" % self.maxphyaddr))
@@ -419,13 +400,6 @@ class PagingEntry(Drawable):
         title = "%#0*x: %s" % (digits + 2, self.raw, self)
         return Explanation(title, self._source(), self.fields(), self._notes(),
                            self.reserved_bits)
-
-
-def _size_text(size: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << shift and size % (1 << shift) == 0:
-            return "%d %s" % (size >> shift, unit)
-    return "%d B" % size
 
 
 def decode_paging_entries(data, mode="4level", level: int = 1, maxphyaddr: int = 52,

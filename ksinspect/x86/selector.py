@@ -3,7 +3,7 @@ import enum
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import _native
+from .._native import segment as _native
 from ..errors import TruncatedDataError
 from ._bits import BitField, Drawable, Explanation, field
 

@@ -10,7 +10,7 @@
  *   - fz_image: a ksi_phys (image bytes + run table + optional read callback),
  *     a CR3, a paging mode and a configuration, all decoded from the input in
  *     the layout below. tests/fuzz/make_corpus.py writes seeds in the same
- *     layout from tests/pagetable_builder.py, so the two must agree.
+ *     layout from tests/builders/pagetable_builder.py, so the two must agree.
  *
  * Walker input layout (little-endian, FZ_HEADER_SIZE bytes, then the image):
  *     0  u64 cr3

@@ -1,7 +1,7 @@
 /* The constraint scanner (psscan): ksi_scan_validate, ksi_scan and
    ksi_scan_match over a spec, base address, start limit and buffer taken
    from the input (raw, so invalid alignments, sizes, kinds and lengths are
-   tried too). Replaces the older standalone tests/fuzz/ksi_scan_fuzz.c.
+   tried too).
    Invariants: validation says what ksi_scan.h documents; a roomy scan
    finishes in one call and finds exactly the positions a brute-force
    reference match (written here, independent of ksi_scan.c) accepts, with

@@ -1,9 +1,14 @@
-/* The page walker: ksi_translate and ksi_translate_many (full and brief
-   records, with the per-call memo that batches of more than 8 use) over an
-   image, CR3, mode and configuration taken from the input.
+/* The page walker: ksi_translate, ksi_translate_many (full and brief
+   records, with the per-call memo that batches of more than 8 use),
+   ksi_translate_pas (bare physical addresses, also in place),
+   ksi_translate_page and ksi_translate_packed (the per-call lookups) and
+   ksi_paging_geometry_of, over an image, CR3, mode and configuration taken
+   from the input.
    Invariants: the batch equals one uncached walk per address; every entry
    the walk says it read is in memory with that value at that index; a
-   mapped address keeps its page offset and has a page size the mode has. */
+   mapped address keeps its page offset and has a page size the mode has;
+   the bare and page lookups say what the full walk says, and a page's
+   base_offset points at the bytes ksi_phys_read reads for that page. */
 #include "fuzz_common.h"
 
 #define COUNT (FZ_VAS * 4)
@@ -68,6 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             img.param & 1 ? COUNT : 5, full, brief);
     FZ_CHECK(rc == expected);
     FZ_CHECK(ksi_translate(&img.phys, img.cr3, img.mode, &img.cfg, vas[0], &one) == expected);
+    FZ_CHECK((ksi_translate_packed(&img.phys, img.cr3, img.mode, &img.cfg, vas[0])
+              == KSI_PACKED_ERROR) == (expected != KSI_OK));
     if (rc != KSI_OK)
         return 0;
     FZ_CHECK(ksi_table_root(img.cr3, img.mode) <= img.cr3);
@@ -84,6 +91,73 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_CHECK(brief[i].leaf == (one.steps ? one.entry_value[one.steps - 1] : 0));
         FZ_CHECK(one.page_size == 0 ? brief[i].page_shift == 0
                                     : (1ULL << brief[i].page_shift) == one.page_size);
+    }
+    /* Bare physical addresses, into another array and in place. */
+    {
+        static uint64_t pas[COUNT], inplace[COUNT];
+        size_t n = img.param & 1 ? COUNT : 5u;
+        const uint64_t none = 0xFEEDFACECAFEBEEFULL;
+        FZ_CHECK(ksi_translate_pas(&img.phys, img.cr3, img.mode, &img.cfg, vas, n, pas, none)
+                 == KSI_OK);
+        memcpy(inplace, vas, sizeof inplace);
+        FZ_CHECK(ksi_translate_pas(&img.phys, img.cr3, img.mode, &img.cfg, inplace, n, inplace,
+                                   none) == KSI_OK);
+        for (size_t i = 0; i < n && img.validated; i++) {
+            FZ_CHECK(pas[i] == (full[i].reason == KSI_WALK_OK ? full[i].pa : none));
+            FZ_CHECK(inplace[i] == pas[i]);
+        }
+    }
+    /* The page lookup of each address. */
+    for (unsigned i = 0; i < FZ_VAS; i++) {
+        ksi_translation_brief page;
+        uint64_t base_offset = 0xAAAA;
+        static uint8_t got[4096];
+        size_t done;
+        memset(&page, 0xAA, sizeof page);
+        FZ_CHECK(ksi_translate_page(&img.phys, img.cr3, img.mode, &img.cfg, vas[4 * i], &page,
+                                    &base_offset) == KSI_OK);
+        FZ_CHECK(ksi_translate_page(&img.phys, img.cr3, img.mode, &img.cfg, vas[4 * i], &page,
+                                    NULL) == KSI_ERR_NULL_POINTER);
+        if (!img.validated)
+            continue;
+        FZ_CHECK(ksi_translate(&img.phys, img.cr3, img.mode, &img.cfg, vas[4 * i], &one)
+                 == KSI_OK);
+        FZ_CHECK(page.reason == one.reason && page.rights == one.rights);
+        FZ_CHECK(page.fail_level == one.fail_level && page.anomalies == (uint8_t)one.anomalies);
+        FZ_CHECK(page.leaf == (one.steps ? one.entry_value[one.steps - 1] : 0));
+        if (one.reason != KSI_WALK_OK) {
+            uint64_t packed = ksi_translate_packed(&img.phys, img.cr3, img.mode, &img.cfg,
+                                                   vas[4 * i]);
+            FZ_CHECK(base_offset == UINT64_MAX && page.page_shift == 0);
+            FZ_CHECK(((packed >> 9) & 7) == one.reason && ((packed >> 52) & 7) == one.fail_level);
+            FZ_CHECK((packed & 0x000FFFFFFFFFF000ULL) == 0);
+            continue;
+        }
+        FZ_CHECK(page.pa == one.pa && (1ULL << page.page_shift) == one.page_size);
+        {
+            uint64_t packed = ksi_translate_packed(&img.phys, img.cr3, img.mode, &img.cfg,
+                                                   vas[4 * i]);
+            static const uint64_t SIZES[4] = {1ULL << 12, 1ULL << 21, 1ULL << 22, 1ULL << 30};
+            FZ_CHECK((packed & 0x000FFFFFFFFFF000ULL) == (one.pa & ~4095ULL));
+            FZ_CHECK(SIZES[packed & 3] == one.page_size);
+            FZ_CHECK(((packed >> 2) & 7) == one.rights && ((packed >> 9) & 7) == 0);
+            FZ_CHECK(((packed >> 5) & 15) == (one.anomalies & 15));
+        }
+        if (base_offset != UINT64_MAX) {
+            FZ_CHECK(base_offset <= img.phys.base_length
+                     && img.phys.base_length - base_offset >= 4096);
+            FZ_CHECK(ksi_phys_read(&img.phys, page.pa & ~4095ULL, got, 4096, &done) == KSI_OK);
+            FZ_CHECK(memcmp(got, img.phys.base + base_offset, 4096) == 0);
+        }
+    }
+    /* The mode table the walker uses. */
+    {
+        ksi_paging_geometry g;
+        FZ_CHECK(ksi_paging_geometry_of(img.mode, &g) == KSI_OK);
+        FZ_CHECK(g.levels == (uint32_t)ksi_paging_levels(img.mode));
+        FZ_CHECK(ksi_paging_geometry_of(img.mode, NULL) == KSI_ERR_NULL_POINTER);
+        FZ_CHECK(ksi_paging_geometry_of((int)img.param, &g) ==
+                 (img.param <= KSI_PAGING_5LEVEL ? KSI_OK : KSI_ERR_BAD_MODE));
     }
     /* The brief-only path (no full records) gives the same short records. */
     {

@@ -9,7 +9,7 @@ comments at the top of tests/fuzz/fuzz_*.c and fuzz_common.h):
 * paging entries: the top-level table CR3 names in each shipped guest, and
   the entries quoted in README.md;
 * DR6 / DR7: the values of README.md's examples;
-* walker images: page tables from tests/pagetable_builder.py in every mode
+* walker images: page tables from tests/builders/pagetable_builder.py in every mode
   (4 KiB, large and huge pages, NX, user/supervisor), plus hostile shapes:
   a self-mapping PML4 (the Windows self-map), a PDPT entry that loops back
   to the PML4, entries pointing past the end of the image, a PAE PDPT at a
@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from pagetable_builder import NX, P, PS, RW, US, PageTableBuilder  # noqa: E402
+from builders.pagetable_builder import NX, P, PS, RW, US, PageTableBuilder  # noqa: E402
 
 CORPUS = os.path.join(HERE, "corpus")
 QEMU = os.path.join(ROOT, "tests", "data", "qemu")
@@ -196,6 +196,59 @@ def decoder_corpora():
         data += struct.pack("<3Q", 0xD0402, 0xFFFF4FF1, 0x400)
         write("fuzz_debugreg", name, data)
 
+
+def control_corpora():
+    """fuzz_control: each shipped guest's CR0, CR4, EFER and RFLAGS (its info
+    registers), one seed per register kind, with the values to decode after them."""
+    import re
+    for guest in sorted(os.listdir(QEMU)):
+        path = os.path.join(QEMU, guest, "info-registers.txt")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="ascii") as fh:
+            text = fh.read()
+        regs = {k: int(v, 16) for k, v in re.findall(r"\b(CR0|CR4|EFER|[RE]FL)=([0-9a-f]+)", text)}
+        flags = regs.get("RFL", regs.get("EFL"))
+        cs_long = 1 if guest.startswith("x86_64") else 0
+        values = (regs["CR0"], regs["CR4"], regs["EFER"], flags, 0x15, 0x7)
+        for kind in range(5):
+            write("fuzz_control", "%s-kind%d" % (guest, kind),
+                  struct.pack("<B4QB", kind + 1, regs["CR0"], regs["CR4"], regs["EFER"], flags,
+                              cs_long) + struct.pack("<6Q", *values))
+
+
+def cpu_probe_corpora():
+    """fuzz_cpu_probe: (instruction number, output capacity, mode byte) seeds:
+    real runs of RDTSC, HLT and SMSW, unknown numbers, a capacity too small."""
+    for name, which, cap, mode in (("rdtsc-run", 21, 5, 1), ("hlt-run", 1, 5, 3),
+                                   ("smsw-run", 26, 3, 5), ("bad-number", 27, 4, 0),
+                                   ("negative", -1, 4, 0), ("sgdt-small", 22, 2, 0)):
+        write("fuzz_cpu_probe", name, struct.pack("<iBB", which, cap, mode))
+
+
+def page_cache_corpora():
+    """fuzz_page_cache: (u16 capacity, then operations: u8 op, the page as u8
+    or, with op bit 6, u64, and for a put u64 record and offset) seeds: a small
+    table filled past half (the refusal), kernel direct-map page numbers that
+    share their high bits, page 2^64 - 1, a clear, a bad capacity."""
+    def put(page, record=0x1000, offset=0):
+        return struct.pack("<BQQQ", 0x40, page, record, offset)
+
+    def find(page):
+        return struct.pack("<BQ", 0x70, page)
+    direct_map = 0xFFFF888000000000 >> 12
+    write("fuzz_page_cache", "fill-past-half",
+          struct.pack("<H", 8) + b"".join(put(i, i << 12) for i in range(6)) + find(3))
+    write("fuzz_page_cache", "direct-map",
+          struct.pack("<H", 64) + b"".join(put(direct_map + i * 512, i << 21, i << 12)
+                                           for i in range(40))
+          + b"".join(find(direct_map + i * 512) for i in range(0, 40, 7)))
+    write("fuzz_page_cache", "top-page-clear",
+          struct.pack("<H", 16) + put((1 << 64) - 1) + put(5) + struct.pack("<BB", 0x2F, 0)
+          + find(5) + put(5, 7, 9))
+    write("fuzz_page_cache", "bad-capacity", struct.pack("<H", 12) + put(1) + find(1))
+
+
 # --- Windows structures: fuzz_fields and fuzz_scan (layouts in the harness files) ---
 
 FIELDS_HEADER = 4 + 16 * 20 + 32 * 8
@@ -229,9 +282,9 @@ def scan_input(spec, base, limit, buf, capacity=1, split=0):
 
 
 def windows_corpora():
-    """EPROCESS records planted by tests/eprocess_image_builder.py (offsets from
+    """EPROCESS records planted by tests/builders/eprocess_image_builder.py (offsets from
     the layout JSON), read with the specs pslist uses and the scan psscan uses."""
-    from eprocess_image_builder import standard_image
+    from builders.eprocess_image_builder import standard_image
     from ksinspect.windows.fields import load_layout, resolve_field
     from ksinspect.windows.psscan import eprocess_constraints
     for layout_name in ("win7-sp1-7601.17514-x86", "win10-22h2-19045.2965-x64",
@@ -270,6 +323,46 @@ def windows_corpora():
                                               capacity=4))
 
 
+def kdump_reader_corpora():
+    """fuzz_kdump_reader: real pages of the shipped x86-64 kdumps (LZO, snappy and
+    zlib as makedumpfile and cramjam stored them, and one uncompressed page) in a
+    small kdump of the harness's layout, plain and flattened; and real snappy pages
+    for the decoder case."""
+    import lzma
+    from ksinspect.memory import open_image_bytes
+    data = os.path.join(ROOT, "tests", "data", "kdump", "x86_64-4level")
+    stored = []
+    for variant in ("makedumpfile-lzo", "recompressed-snappy", "makedumpfile-zlib"):
+        with lzma.open(os.path.join(data, variant + ".kdump.xz")) as f:
+            memory = open_image_bytes(f.read(), name=variant)
+        reader = memory._reader
+        pfns = [r.start // 4096 for r in memory.runs[1:4]]
+        for pfn in pfns:
+            offset, size, flags, _ = reader.descriptor(pfn)
+            stored.append((reader.f.read(offset, size, "page"), flags))
+        if variant == "recompressed-snappy":
+            for i, (page, _flags) in enumerate(stored[-3:]):
+                write("fuzz_kdump_reader", "snappy-page-%d" % i, bytes([0, 64]) + page)
+        raw = memory.read(pfns[0] * 4096, 4096)
+        memory.close()
+    stored.append((raw, 0))
+    count = len(stored)                                  # pages 0..count-1 dumped
+    bitmap = ((1 << count) - 1).to_bytes(8, "little")
+    descs, body = b"", b""
+    first = 8 + 24 * count
+    for page, flags in stored:
+        descs += struct.pack("<QIIQ", first + len(body), len(page), flags, 0)
+        body += page
+    reads = [(0, 8), (4090, 20), (4096 * 3, 4096), (4096 * 9, 3 * 4096), (100, 4096 * 2),
+             (4096 * (count - 1), 4096), (4096 * count, 8), (4096 * 5 + 7, 1)]
+    packed_reads = b"".join(struct.pack("<IH", pa, n) for pa, n in reads)
+    for name, slots, flags in (("plain", 3, 0), ("plain-hook", 0, 2), ("flat", 7, 1),
+                               ("flat-hook", 1, 3)):
+        head = struct.pack("<BBBBBHH", slots, flags, 3, 5, 16, 8, 8) + packed_reads
+        write("fuzz_kdump_reader", "kdump-" + name, bytes([1, 0]) + head + bitmap + descs
+              + body)
+
+
 def main():
     # Replace the seeds; keep the inputs that once broke something (regress-*).
     for folder, _, files in os.walk(CORPUS):
@@ -278,7 +371,11 @@ def main():
                 os.remove(os.path.join(folder, f))
     walker_corpora()
     decoder_corpora()
+    control_corpora()
+    cpu_probe_corpora()
+    page_cache_corpora()
     windows_corpora()
+    kdump_reader_corpora()
     total = sum(len(files) for _, _, files in os.walk(CORPUS))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(CORPUS)
                for f in files)

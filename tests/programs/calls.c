@@ -3,9 +3,12 @@
    and memory breakpoint targets), pausing P ms between calls. Prints bump's
    address first, and at the end the call count and checksums that are only
    right if every call ran correctly: after a debugger left, bytes, debug
-   registers and protections must all be back. */
+   registers and protections must all be back. With a third argument
+   "wait" it reads a line from stdin before the loop (so a debugger can
+   attach first, whatever the machine's load). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 volatile unsigned int counter;
@@ -20,10 +23,16 @@ int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 3;
     int pause_ms = argc > 2 ? atoi(argv[2]) : 0;
+    int wait_for_go = argc > 3 && strcmp(argv[3], "wait") == 0;
     unsigned long sum = 1, bytes = 0;
     printf("bump-address %p\n", (void *)bump);
     printf("pid %d\n", (int)getpid());
     fflush(stdout);
+    if (wait_for_go) {                 /* a debugger attaches first, then says go */
+        char line[16];
+        if (!fgets(line, sizeof line, stdin))
+            return 2;
+    }
     for (int i = 0; i < n; i++) {
         sum = bump(sum) % 1000003;
         counter = counter + 1;
