@@ -25,8 +25,9 @@ from ksinspect.windows.kernel import KernelNotFoundError, find_kernel, read_kern
 from ksinspect.windows.pslist import pslist, walk_processes
 from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
+# the process record, and every finding on that process ({code, message} each)
 PROCESS_KEYS = {"pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time",
-                "wow64"}
+                "wow64", "findings"}
 BUILDS = [("winxp-sp3-2600.5512-x86", "32"), ("win7-sp1-7601.17514-x86", "pae"),
           ("win2003-sp2-3790.3959-x64", "4level"), ("win7-sp1-7601.17514-x64", "4level"),
           ("win10-22h2-19045.2965-x64", "4level"), ("win11-24h2-26100.1742-x64", "4level")]
@@ -286,7 +287,8 @@ def test_cli_pslist_start_and_kernel_base(images):
                            "--format", "csv")
     assert status == 0, err
     assert out.splitlines()[0] == ",".join(
-        ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time", "wow64"))
+        ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time", "wow64",
+         "findings"))
     status, out, err = run("pslist", path, "--layout", "win10-22h2-x64", "--start",
                            hex(planted[3].eprocess), "--no-peb", "--format", "jsonl")
     assert status == 0, err

@@ -22,7 +22,7 @@ from builders.windows_image_builder import (PAGE, VirtualMemory, build_process, 
 
 PEB_KEYS = ["address", "being_debugged", "image_base", "ldr", "process_parameters",
             "image_path", "command_line", "current_directory", "environment", "modules",
-            "checks", "findings", "structure", "layout", "notes"]
+            "checks", "findings", "structure", "layout", "loader_layout", "notes"]
 
 NATIVE = ["win2003-sp2-3790.3959-x64", "win7-sp1-7601.17514-x64", "win10-1607-14393.0-x64",
           "win10-22h2-19045.2965-x64", "win11-25h2-26200.6584-x64",
@@ -44,9 +44,12 @@ def assert_matches(peb, planted):
     assert peb.command_line == planted.command_line
     assert peb.current_directory == planted.current_directory
     assert list(peb.environment) == planted.environment
+    # the builder links every module on the load- and memory-order lists and
+    # all but the main image (the first) on the initialisation-order list
     assert [m.to_dict() for m in peb.modules] == [
         {"base": m.base, "size": m.size, "entry_point": m.entry_point, "name": m.name,
-         "path": m.path} for m in planted.modules]
+         "path": m.path, "lists": ["load", "memory"] + (["init"] if i else [])}
+        for i, m in enumerate(planted.modules)]
     assert peb.findings == ()
     lists = {w.name: list(w.entries) for w in peb.lists}
     assert lists["load"] == lists["memory"] == [m.entry for m in planted.modules]
@@ -280,7 +283,7 @@ def test_checks_explain_and_html():
     peb = read_peb(planted.memory, planted.peb, LAYOUT).with_checks(
         [Check("image path", "a", "b", False)])
     assert peb.to_dict()["checks"] == [{"name": "image path", "ours": "a", "theirs": "b",
-                                        "agree": False}]
+                                        "agree": False, "rule": ""}]
     text = peb.explain()
     assert "_PEB.Ldr" in text and "+0x018" in text and "DISAGREE" in text
     assert "_RTL_USER_PROCESS_PARAMETERS.CommandLine +0x070" in text
@@ -315,7 +318,7 @@ def test_cli_peb_on_an_image(image_file):
     assert status == 0 and planted.image_path in out and "InLoadOrderModuleList" in out
     status, out, _ = run("peb", path, "--cr3", "%x" % cr3, "--mode", "4level",
                          "--address", "%x" % planted.peb, "--layout", LAYOUT, "--format", "csv")
-    assert status == 0 and out.splitlines()[0] == "base,size,entry_point,name,path"
+    assert status == 0 and out.splitlines()[0] == "base,size,entry_point,name,path,lists"
 
 
 def test_cli_peb_errors(image_file):
