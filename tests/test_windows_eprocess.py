@@ -222,3 +222,52 @@ def test_win7_x64_links_at_the_published_offsets():
                          load_layout("win7-sp1-7601.17514-x64")).explain()
     assert re.search(r"\+0x188\s+ActiveProcessLinks\.Flink", text)
     assert re.search(r"\+0x190\s+ActiveProcessLinks\.Blink", text)
+
+
+# -- one finding shape; one argument order (issues 18 item 15, 15 item 10) ------------------
+
+def test_anomalies_have_stable_codes():
+    layout = load_layout("win7-sp1-7601.17514-x64")
+    raw = RawLayout("win7-sp1-7601.17514-x64")
+    data = bytearray(layout.sizeof("_EPROCESS"))
+    data[0] = 6                                             # a thread, not a process
+    raw.put(data, 0, "_EPROCESS", "UniqueProcessId", 0x102)
+    raw.put(data, raw.off("_EPROCESS", "Pcb"), "_KPROCESS", "DirectoryTableBase",
+            0x1234)                                         # not 32-byte aligned
+    process = decode_eprocess(bytes(data), layout)
+    # Pcb.Header.Size is 0, not sizeof(_KPROCESS) / 4 = 0x160 / 4 (the layout file)
+    assert [f.code for f in process.findings] == ["header-type", "header-size",
+                                                  "pid-not-a-handle", "dtb-misaligned"]
+    assert process.findings is process.anomalies
+
+
+def test_cli_eprocess_json_findings(win7_image):
+    path, builder, planted = win7_image
+    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64", "--cr3",
+                           hex(builder.cr3), "--address", hex(planted[4].eprocess), "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["findings"] == [] and "anomalies" not in document
+    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64", "--cr3",
+                           hex(builder.cr3), "--address", hex(planted[4].eprocess),
+                           "--format", "csv")
+    assert status == 0 and out.splitlines()[0].endswith(",wow64,findings")
+
+
+def test_read_eprocess_takes_memory_address_layout():
+    """`read_eprocess(space, address, layout)` as `read_peb(memory, address,
+    layout)`; before, it took (space, layout, address) and the README's order
+    gave AttributeError: 'int' object has no attribute 'sizeof'."""
+    builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
+    space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
+    process = read_eprocess(space, planted[2].eprocess, "win7-sp1-7601.17514-x64")
+    assert (process.pid, process.name) == (planted[2].pid, planted[2].name)
+    with pytest.warns(DeprecationWarning, match=r"read_eprocess\(memory, address, layout\)"):
+        old = read_eprocess(space, load_layout("win7-sp1-x64"), planted[2].eprocess)
+    assert old.pid == process.pid
+    with pytest.raises(TypeError, match=r"read_eprocess\(memory, address, layout"):
+        read_eprocess(space, "0x1000", "win7-sp1-x64")
+    data = space.read(planted[2].eprocess, load_layout("win7-sp1-x64").sizeof("_EPROCESS"))
+    assert decode_eprocess(data, "win7-sp1-x64").pid == planted[2].pid
+    with pytest.warns(DeprecationWarning, match=r"decode_eprocess\(data, layout\)"):
+        assert decode_eprocess(load_layout("win7-sp1-x64"), data).pid == planted[2].pid

@@ -105,9 +105,11 @@ def _image_structure(args, out: IO[str], what: str) -> int:
             from ..windows.pslist import layout_space
             cpu = getattr(memory, "cpu", None)
             if layout is None and args.mode is None and (cpu is None or not cpu.paging_mode()):
-                raise UsageError("argument --layout: give the layout, or --paging-mode for the "
-                                 "layout to be chosen from the %s's own version fields "
-                                 "(`ksinspect layouts` lists them)" % what.upper())
+                raise UsageError("argument --layout: %s carries no CPU state: give the layout "
+                                 "(`ksinspect layouts` lists them) or --paging-mode for the "
+                                 "layout to be chosen from the %s's own version fields (or "
+                                 "--flat for a process memory sample)" % (args.image,
+                                                                         what.upper()))
             with page_table_options(args.image, " (or --registers FILE, or --flat for a "
                                                 "process memory sample)"):
                 space = layout_space(memory, layout, args.cr3, args.mode) if layout is not None \
