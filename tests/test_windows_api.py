@@ -70,14 +70,6 @@ def test_extract_fields_reads_an_image_at_its_addresses(sample):
     assert list(columns.starts) == entries + [0x10000]
 
 
-def test_extract_fields_still_takes_a_buffer():
-    layout = load_layout(LAYOUT)
-    data = bytes(0x10) + (0x1122334455667788).to_bytes(8, "little") + \
-        (0x99).to_bytes(8, "little")
-    columns = extract_fields(layout, "_LIST_ENTRY", ["Flink", "Blink"], data, [0x10])
-    assert (columns["Flink"][0], columns["Blink"][0]) == (0x1122334455667788, 0x99)
-
-
 def test_readers_take_memory_address_layout(sample):
     memory, printed = sample
     assert read_teb(memory, printed["teb"], LAYOUT).peb == printed["peb"]
