@@ -189,13 +189,13 @@ def register_layouts(sub, output) -> None:
 
 def _structure_options(p, what: str) -> None:
     """The options peb and teb share: an image and where in it, or a live process."""
-    add_image(p, nargs="?")
+    add_image(p, "memory image (raw, LiME, ELF core) or a minidump (.dmp); .xz/.gz",
+              nargs="?")
     p.add_argument("--address", metavar="VA", help="the %s's linear address" % what)
-    add_layout(p, "the Windows build (default: chosen from the %s's own version fields, and "
-                  "the note says which; " % what + ("" if what == "PEB" else
-                                                   "through its ProcessEnvironmentBlock; ") +
-               "a minidump: from its SystemInfo): a name from `ksinspect layouts`, a unique "
-               "part of one, or a layout JSON / Volatility 3 ISF file")
+    add_layout(p, "the Windows build (default: chosen from the version fields of %s, and the "
+                  "note says which; a minidump: from its SystemInfo): a name from `ksinspect "
+                  "layouts`, a unique part of one, or a layout JSON / Volatility 3 ISF file"
+               % ("the PEB" if what == "PEB" else "the PEB the TEB points to"))
     add_page_tables(p, "the process's page-table root (DirectoryTableBase; default the image's "
                        "CR3)", WINDOWS_MODE_HELP)
     p.add_argument("--flat", action="store_true",
@@ -363,7 +363,8 @@ def register_processes(sub, output) -> None:
                                    "in the kernel image with pefile) or from --start, and read "
                                    "each process's PEB through its own DirectoryTableBase. "
                                    "Loops, breaks and links outside the image end the walk "
-                                   "with a finding (stderr for json/csv).")
+                                   "with a finding (in the record of the process it was made "
+                                   "at, {code, message}; also on stderr for json/csv).")
     _image_options(p, "the kernel's page-table root (default: the image's CR3, else the "
                       "System process's DirectoryTableBase found by psscan)")
     p.add_argument("--start", metavar="VA", help="an EPROCESS to start from")
