@@ -366,3 +366,60 @@ def test_cli_peb_paging_mode_defaults_to_the_layouts(image_file):
                                "%x" % planted.peb, "--layout", "win10-22h2-x64", "--json")
         assert status == 0, err
         assert json.loads(out)["command_line"] == planted.command_line
+
+
+# -- the layout from the PEB's own version fields (issue 18, item 20) ------------------------
+
+def _earliest(build, arch):
+    """The shipped layout files of *build*, by name; the earliest revision."""
+    from ksinspect.windows.layout_files import available_layouts
+    return sorted(n for n in available_layouts()
+                  if n.split("-")[-2].split(".")[0] == str(build) and n.endswith("-" + arch))[0]
+
+
+def _with_version(peb_layout, version, wow64=False):
+    planted = build_process(peb_layout, wow64=wow64)
+    fields = dict(zip(("OSMajorVersion", "OSMinorVersion", "OSBuildNumber"), version))
+    put(planted.memory, layout_json(peb_layout), "_PEB32" if wow64 else "_PEB", planted.peb,
+        fields)
+    return planted
+
+
+@pytest.mark.parametrize("peb_layout, wow64, version, arch", [
+    ("win10-22h2-19045.2965-x64", False, (10, 0, 19045), "x64"),
+    ("win7-sp1-7601.17514-x86", False, (6, 1, 7601), "x86"),
+    ("winxp-sp3-2600.5512-x86", False, (5, 1, 2600), "x86"),
+    ("win10-22h2-19045.2965-x64", True, (10, 0, 19045), "x64"),     # _PEB32: the x64 layout
+])
+def test_choose_peb_layout_reads_the_version_fields(peb_layout, wow64, version, arch):
+    from ksinspect.windows.peb import choose_peb_layout
+    planted = _with_version(peb_layout, version, wow64)
+    layout, note = choose_peb_layout(planted.memory, planted.peb, wow64=wow64)
+    assert layout.name == _earliest(version[2], arch)
+    assert layout.name in note and "%d.%d.%d" % version in note
+    # the offsets the note names are the layout file's (x86 and _PEB32: +0xa4, x64: +0x118)
+    where = layout_json(peb_layout)["structs"]["_PEB32" if wow64 else "_PEB"]["fields"]
+    assert "+%#x/" % where["OSMajorVersion"]["offset"] in note
+
+
+def test_choose_peb_layout_of_a_peb_without_a_version_says_give_a_layout():
+    from ksinspect.windows.peb import choose_peb_layout
+    planted = build_process(LAYOUT)                   # the builder leaves the version 0
+    with pytest.raises(DecodeError, match="give a layout"):
+        choose_peb_layout(planted.memory, planted.peb)
+
+
+def test_cli_peb_through_page_tables_without_layout(tmp_path):
+    planted = _with_version("win10-22h2-19045.2965-x64", (10, 0, 19045))
+    memory, cr3, builder = planted.memory.to_image("4level")
+    path = tmp_path / "process.raw"
+    path.write_bytes(builder.flat())
+    status, out, err = run("peb", path, "--cr3", "%x" % cr3, "--paging-mode", "4level",
+                           "--address", "%x" % planted.peb, "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["layout"] == _earliest(19045, "x64")
+    assert document["command_line"] == planted.command_line
+    assert "10.0.19045" in err and document["layout"] in err
+    status, out, err = run("peb", path, "--cr3", "%x" % cr3, "--address", "%x" % planted.peb)
+    assert status == 2 and "--layout" in err and "--paging-mode" in err
