@@ -304,8 +304,10 @@ def inspect_live_teb(pid: int, tid: Optional[int] = None, layout: Any = None) ->
         arch = "x64" if struct.calcsize("P") == 8 else "x86"
         with live_windows.open_process(pid) as memory:
             chosen, layout_note = _resolve_layout(layout, memory, memory.peb_address, arch)
-            tebs = dict(live_windows.thread_tebs(pid))
-            thread, teb_address = pick(tebs, -1, "threads with a TEB")
+            listed = live_windows.thread_tebs(pid)    # in the snapshot's order: the main first
+            tebs = dict(listed)
+            thread, teb_address = pick(tebs, listed[0][0] if listed else -1,
+                                       "threads with a TEB")
             teb = read_teb(memory, teb_address, chosen)
             how = ("TEB %#x of thread %d from NtQueryInformationThread (ThreadBasicInformation)"
                    % (teb_address, thread))
