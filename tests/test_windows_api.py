@@ -111,3 +111,30 @@ def test_one_check_class():
     check = peb_module.Check("image path", "a", "b", False)
     assert check.to_dict() == {"name": "image path", "ours": "a", "theirs": "b",
                                "agree": False, "rule": ""}
+
+
+def test_address_is_the_keyword_of_every_reader(sample):
+    """One keyword per idea: where to read is ``address=`` (the old names
+    ``head=``, ``entry=``, ``ldr=``, ``base=`` work for one release, warned)."""
+    from ksinspect.windows.kernel import read_kernel_image
+    from ksinspect.windows.peb import read_loader_lists, read_module, walk_list
+    memory, printed = sample
+    layout = load_layout(LAYOUT)
+    decoded = read_peb(memory, address=printed["peb"], layout=LAYOUT)
+    first = decoded.modules[0]
+    assert read_module(memory, address=first.entry, layout=LAYOUT).base == printed["image_base"]
+    with pytest.warns(DeprecationWarning, match=r"read_module\(entry=\) is now"):
+        assert read_module(memory, entry=first.entry, layout=layout).base == first.base
+    modules, _, _ = read_loader_lists(memory, address=decoded.ldr, layout=LAYOUT)
+    assert [m.base for m in modules] == [m["base"] for m in printed["modules"]]
+    with pytest.warns(DeprecationWarning, match=r"read_loader_lists\(ldr=\) is now"):
+        read_loader_lists(memory, ldr=decoded.ldr, layout=layout)
+    head = decoded.ldr + layout.offset("_PEB_LDR_DATA", "InLoadOrderModuleList")
+    walk = walk_list(memory, address=head, pointer_size=8)
+    assert list(walk.entries) == [m.entry for m in modules]
+    with pytest.warns(DeprecationWarning, match=r"walk_list\(head=\) is now"):
+        assert walk_list(memory, head=head, pointer_size=8).entries == walk.entries
+    with pytest.raises(TypeError, match="pointer_size"):
+        walk_list(memory, head)
+    with pytest.raises(TypeError, match="both base= and address="):
+        read_kernel_image(memory, 0x1000, base=0x1000)

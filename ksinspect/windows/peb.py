@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
-from ._api import address_and_layout
+from ._api import address_and_layout, renamed_argument
 from .checks import Check, CrossCheck
 from .findings import Finding, finding_dicts
 from .layout import Layout
@@ -703,15 +703,21 @@ def _double_nul(data: bytearray, start: int = 0) -> Optional[int]:
 
 # -- loader lists ---------------------------------------------------------------------------
 
-def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
-              max_entries: int = MAX_MODULES, name: str = "list") -> ListWalk:
-    """Follow Flink from the list head at ``head`` until it comes back.
+def walk_list(memory: Any, address: Optional[int] = None, link_offset: int = 0,
+              pointer_size: Optional[int] = None, max_entries: int = MAX_MODULES,
+              name: str = "list", *, head: Optional[int] = None) -> ListWalk:
+    """Follow Flink from the list head at ``address`` until it comes back
+    (``head=``: the old keyword of ``address``, accepted for one release).
 
     Returns the entry addresses (link address minus ``link_offset``). Ends
     with a finding when the list loops without returning to the head, points
     at unreadable memory, has a Blink that does not point back, or exceeds
     ``max_entries``.
     """
+    head = renamed_argument("walk_list", "head", head, "address", address)
+    if pointer_size not in (4, 8):
+        raise TypeError("walk_list(memory, address, link_offset, pointer_size, ...): "
+                        "pointer_size must be 4 or 8 (got %r)" % (pointer_size,))
     findings: List[Finding] = []
     entries: List[int] = []
     seen = {head}
@@ -759,12 +765,17 @@ def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
     return ListWalk(name, head, tuple(entries), tuple(findings))
 
 
-def read_module(memory: Any, entry: int, layout: Layout) -> Module:
-    """Decode one ``_LDR_DATA_TABLE_ENTRY``.
+def read_module(memory: Any, address: Optional[int] = None, layout: Any = None, *,
+                entry: Optional[int] = None) -> Module:
+    """Decode the ``_LDR_DATA_TABLE_ENTRY`` at ``address`` (``entry=``: the old
+    keyword, accepted for one release).
 
     Raises:
         InvalidAddressError: the entry cannot be read.
     """
+    entry = renamed_argument("read_module", "entry", entry, "address", address)
+    entry, layout = address_and_layout("read_module", entry, layout)
+    layout = load_layout(layout)
     record = _struct_at(memory, layout, "_LDR_DATA_TABLE_ENTRY", entry)
     findings = []
     names = {}
@@ -776,10 +787,12 @@ def read_module(memory: Any, entry: int, layout: Layout) -> Module:
                   names["BaseDllName"], names["FullDllName"], (), tuple(findings))
 
 
-def read_loader_lists(memory: Any, ldr: int, layout: Layout, image_base: Optional[int] = None,
-                      max_modules: int = MAX_MODULES
-                      ) -> Tuple[Tuple[Module, ...], Tuple[ListWalk, ...], List[str]]:
-    """Walk the three module lists of ``_PEB_LDR_DATA`` at ``ldr`` and compare them.
+def read_loader_lists(memory: Any, address: Optional[int] = None, layout: Any = None,
+                      image_base: Optional[int] = None, max_modules: int = MAX_MODULES, *,
+                      ldr: Optional[int] = None
+                      ) -> Tuple[Tuple[Module, ...], Tuple[ListWalk, ...], List[Finding]]:
+    """Walk the three module lists of the ``_PEB_LDR_DATA`` at ``address`` and
+    compare them (``ldr=``: the old keyword of ``address``, for one release).
 
     Returns the modules (load order first, then any found only in the other
     lists), each list walk, and the findings: broken walks, and modules
@@ -789,6 +802,9 @@ def read_loader_lists(memory: Any, ldr: int, layout: Layout, image_base: Optiona
     Raises:
         InvalidAddressError: ``_PEB_LDR_DATA`` itself cannot be read.
     """
+    ldr = renamed_argument("read_loader_lists", "ldr", ldr, "address", address)
+    ldr, layout = address_and_layout("read_loader_lists", ldr, layout)
+    layout = load_layout(layout)
     header = _struct_at(memory, layout, "_PEB_LDR_DATA", ldr)
     findings: List[Finding] = []
     walks = []
