@@ -7,7 +7,7 @@ from ..memory import open_image
 from ..render import emit, table
 from ..windows.dump import dump_of, dump_peb, dump_threads
 from ._args import UsageError, decompress_cap, parse_int
-from .options import add_image, add_layout
+from .options import add_image
 
 # ip/sp: Rip/Rsp of an x64 CONTEXT, Eip/Esp of an x86 one.
 THREAD_COLUMNS = ("thread_id", "teb", "stack_start", "stack_size", "ip", "sp", "eflags",

@@ -28,30 +28,17 @@ from ..errors import DecodeError, KsinspectError, UnsupportedError
 from ..windows.checks import Check, pe_header_checks
 from ..windows.layout import Layout
 from ..windows.layout_files import available_layouts, choose_layout, load_layout
-from ..windows.peb import Peb, Teb, read_peb, read_peb32, read_teb
+# The version fields' shared offsets and their reader have one home, in windows/peb.py
+# (peb --flat chooses the layout with them too); re-exported here as before.
+from ..windows.peb import (VERSION_FIELDS, Peb, Teb, read_os_version, read_peb, read_peb32,
+                           read_teb, shared_offset)
 
-__all__ = ["inspect_live_peb", "inspect_live_teb", "choose_layout", "read_os_version", "shared_offset"]
-
-VERSION_FIELDS = ("OSMajorVersion", "OSMinorVersion", "OSBuildNumber")
+__all__ = ["VERSION_FIELDS", "inspect_live_peb", "inspect_live_teb", "choose_layout",
+           "read_os_version", "shared_offset"]
 
 
 def _layouts(arch: str) -> List[Layout]:
     return [load_layout(name) for name in available_layouts() if name.endswith("-" + arch)]
-
-
-def shared_offset(arch: str, struct_name: str, field: str) -> int:
-    """The offset of ``struct_name.field`` that every shipped *arch* layout agrees on.
-
-    Raises:
-        DecodeError: the layouts disagree (then it cannot be read before the
-            build is known).
-    """
-    offsets = {layout.offset(struct_name, field) for layout in _layouts(arch)
-               if layout.has_struct(struct_name) and field in layout.struct(struct_name).fields}
-    if len(offsets) != 1:
-        raise DecodeError("%s.%s is not at one offset in every %s layout (%s): give --layout" % (
-            struct_name, field, arch, ", ".join("%#x" % o for o in sorted(offsets)) or "absent"))
-    return offsets.pop()
 
 
 def bootstrap_layout(arch: str) -> Layout:
@@ -63,19 +50,6 @@ def bootstrap_layout(arch: str) -> Layout:
                                ("_TEB", "ProcessEnvironmentBlock")):
         shared_offset(arch, struct_name, field)
     return _layouts(arch)[-1]
-
-
-def read_os_version(memory: Any, peb_address: int, arch: str) -> Tuple[int, int, int]:
-    """(OSMajorVersion, OSMinorVersion, OSBuildNumber) from the PEB at *peb_address*.
-
-    Raises:
-        InvalidAddressError: the PEB cannot be read.
-    """
-    values = []
-    for field, width in zip(VERSION_FIELDS, (4, 4, 2)):
-        offset = shared_offset(arch, "_PEB", field)
-        values.append(int.from_bytes(memory.read(peb_address + offset, width), "little"))
-    return values[0], values[1], values[2]
 
 
 def _resolve_layout(layout: Any, memory: Any, peb_address: int, arch: str,

@@ -29,7 +29,7 @@ from typing import Any, List, Optional, Tuple
 from ..errors import DecodeError, InvalidAddressError, KsinspectError, TruncatedDataError
 from ..views.html import html_pre
 from ._api import address_and_layout, is_layout
-from .findings import Finding, finding_dicts
+from .findings import Finding
 from .layout import Layout
 from .layout_files import load_layout
 from .struct import Struct

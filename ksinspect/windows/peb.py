@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
 from ._api import address_and_layout, renamed_argument
-from .checks import Check, CrossCheck
+from .checks import Check, CrossCheck  # noqa: F401  (Check: the old name, the same class)
 from .findings import Finding, finding_dicts
 from .layout import Layout
 from .layout_files import available_layouts, load_layout
