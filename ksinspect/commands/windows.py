@@ -43,9 +43,11 @@ def cmd_layouts(args, out: IO[str]) -> int:
 # -- peb and teb --------------------------------------------------------------------------
 
 MODULE_RECORD_COLUMNS = MODULE_COLUMNS + ("lists",)
+TEB_COLUMNS = ("address", "self", "peb", "process_id", "thread_id", "stack_base",
+               "stack_limit", "structure", "layout", "findings")
 
 
-def _layout_notes(args, value, given_note) -> list:
+def _layout_notes(value, given_note) -> list:
     """The provenance lines of a PEB / TEB: the layout used and why (given, or
     chosen and the note says from what), then the value's own notes."""
     notes = list(value.notes)
@@ -62,19 +64,16 @@ def _emit_peb(args, out: IO[str], peb, given_note=None) -> int:
         emit(out, args.format, records, columns=MODULE_RECORD_COLUMNS)
     else:
         emit(out, args.format, records, document=document, text=text)
-    provenance(args, _layout_notes(args, peb, given_note))
+    provenance(args, _layout_notes(peb, given_note))
     return 0
 
 
 def _emit_teb(args, out: IO[str], teb, given_note=None) -> int:
     emit(out, args.format, [teb.to_dict()], document=teb.to_dict(),
          text=teb.explain() if args.format == "table" else None, columns=TEB_COLUMNS)
-    provenance(args, _layout_notes(args, teb, given_note))
+    provenance(args, _layout_notes(teb, given_note))
     return 0
 
-
-TEB_COLUMNS = ("address", "self", "peb", "process_id", "thread_id", "stack_base",
-               "stack_limit", "structure", "layout", "findings")
 
 
 def _given(layout) -> str:
