@@ -226,12 +226,12 @@ def test_capture_tool_rounds_to_pages_and_writes_lime_that_reads_back():
 
 # -- peb/teb --flat without --layout; list membership; the teb command (issue 18) ---------------
 
-def _earliest_7601_layout():
+def _earliest_7601_layout(arch="x64"):
     """Wine 8 says Windows 7 SP1, 6.1.7601 (README step 4): the layout files of
     that build, named by their release, build and revision, sorted; the earliest."""
     from ksinspect.windows.layout_files import available_layouts
     return sorted(n for n in available_layouts()
-                  if n.startswith("win7-sp1-7601.") and n.endswith("-x64"))[0]
+                  if n.startswith("win7-sp1-7601.") and n.endswith("-" + arch))[0]
 
 
 def _notes(err):
@@ -307,3 +307,23 @@ def test_cli_teb_usage(normal):
     assert status == 2 and "--flat" in err and "--layout" in err
     status, out, err = cli("teb", normal.path, "--flat", "--address", "0x10000")
     assert status == 1 and err.count("\n") == 1
+
+
+def test_cli_teb_of_a_32bit_process_chooses_the_x86_layout():
+    """The 32-bit minidump (tests/data/minidump, a 32-bit program under Wine,
+    which says 6.1.7601): its TEB at the address the program printed
+    (NtCurrentTeb), read as the dump's virtual memory without --layout:
+    NtTib.Self holds the TEB's address at the x86 offset (+0x18 in the x86
+    layout files), so the x86 layout of 7601 is chosen from the PEB it points to."""
+    root = os.path.join(os.path.dirname(DATA), "minidump")
+    with open(os.path.join(root, "self-x86.json")) as handle:
+        said = json.load(handle)["printed"]
+    status, out, err = cli("teb", os.path.join(root, "self-x86.dmp.xz"), "--address",
+                           said["teb"], "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert (document["address"], document["peb"], document["process_id"]) == (
+        int(said["teb"], 16), int(said["peb"], 16), int(said["pid"]))
+    expected = _earliest_7601_layout("x86")
+    assert document["layout"] == expected and any(expected in n and "x86 offsets" in n
+                                                  for n in _notes(err))
