@@ -43,7 +43,8 @@ MAX_ENVIRONMENT = 1 << 20    # bytes of environment block read at most
 PAGE = 0x1000
 RTL_USER_PROC_PARAMS_NORMALIZED = 0x1   # Flags bit: string Buffers are addresses, not offsets
 
-LIST_NAMES = ("load", "memory", "init")   # Module.lists: InLoadOrder, InMemoryOrder, InInit...
+# Module.lists, in this order: InLoadOrder, InMemoryOrder, InInitializationOrder
+LIST_NAMES = ("load", "memory", "init")
 LISTS = (
     # (PEB_LDR_DATA head member, LDR_DATA_TABLE_ENTRY link member, short name)
     ("InLoadOrderModuleList", "InLoadOrderLinks", "load"),
