@@ -166,8 +166,6 @@ def _qemu_cr3(path):
         return int(re.search(r"CR3=([0-9a-f]+)", fh.read()).group(1), 16)
 
 
-_WINDOWS_OWNER = ("commands/windows.py / dump.py (another helper's) do not note the layout "
-                  "used yet")
 PROVENANCE = [
     ("gdt", (Q4,), ("GDT at GDTR: base 0xfffffe0000001000, limit 0x7f",
                     "read through CR3 0x487c000 (4level paging)"), None),
@@ -185,8 +183,8 @@ PROVENANCE = [
     ("ptov", (Q4, "487c000"), ("read through CR3 0x487c000 (4level paging)",), None),
     ("read", (Q4, "fffffe0000001000", "40"), ("read through CR3 0x487c000 (4level paging)",),
      None),
-    ("peb", (DUMP,), ("win7-sp1-7601.17514-x64",), _WINDOWS_OWNER),
-    ("teb", (DUMP32, "--thread", "0n36"), ("win7-sp1-7601.17514-x86",), _WINDOWS_OWNER),
+    ("peb", (DUMP,), ("win7-sp1-7601.17514-x64",), None),
+    ("teb", (DUMP32, "--thread", "0n36"), ("win7-sp1-7601.17514-x86",), None),
 ]
 
 

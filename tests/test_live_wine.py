@@ -184,7 +184,27 @@ def test_cli_json(program):
     for check in data["checks"]:
         assert {"name", "ours", "theirs", "agree"} <= set(check)
     for module in data["modules"]:
-        assert set(module) == {"base", "size", "entry_point", "name", "path"}
+        assert set(module) == {"base", "size", "entry_point", "name", "path", "lists"}
+
+
+def test_cli_teb_of_a_live_thread(program):
+    """`teb --pid` (issue 18, item 20): the main thread's TEB, as the program
+    printed it (NtCurrentTeb; the PEB from NtQueryInformationProcess, its PID
+    from GetCurrentProcessId); the notes say how it was found and the layout."""
+    status, out, err = run_cli("teb", "--pid", program.pid, "--format", "json")
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["address"] == data["self"] == program.hex("teb")
+    assert data["peb"] == program.hex("peb")
+    assert data["process_id"] == int(program.values["pid"])
+    assert data["findings"] == [] and data["layout"].startswith("win7-sp1-7601")
+    notes = [line for line in err.splitlines() if line.startswith("ksinspect: note: ")]
+    assert any("GS base" in n for n in notes) and any(data["layout"] in n for n in notes)
+    status, out, err = run_cli("teb", "--pid", program.pid, "--tid", "0n%d" % program.pid,
+                               "--format", "json")
+    assert status == 0 and json.loads(out)["address"] == program.hex("teb")
+    status, out, err = run_cli("teb", "--pid", program.pid, "--tid", "0n1")
+    assert status == 1 and err.count("\n") == 1 and "no thread 1" in err
 
 
 def test_masquerade_is_caught(masquerading):

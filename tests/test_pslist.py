@@ -25,8 +25,9 @@ from ksinspect.windows.kernel import KernelNotFoundError, find_kernel, read_kern
 from ksinspect.windows.pslist import pslist, walk_processes
 from conftest import run_cli  # noqa: E402  (tests/conftest.py)
 
+# the process record, and every finding on that process ({code, message} each)
 PROCESS_KEYS = {"pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time",
-                "wow64"}
+                "wow64", "findings"}
 BUILDS = [("winxp-sp3-2600.5512-x86", "32"), ("win7-sp1-7601.17514-x86", "pae"),
           ("win2003-sp2-3790.3959-x64", "4level"), ("win7-sp1-7601.17514-x64", "4level"),
           ("win10-22h2-19045.2965-x64", "4level"), ("win11-24h2-26100.1742-x64", "4level")]
@@ -286,7 +287,8 @@ def test_cli_pslist_start_and_kernel_base(images):
                            "--format", "csv")
     assert status == 0, err
     assert out.splitlines()[0] == ",".join(
-        ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time", "wow64"))
+        ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time", "wow64",
+         "findings"))
     status, out, err = run("pslist", path, "--layout", "win10-22h2-x64", "--start",
                            hex(planted[3].eprocess), "--no-peb", "--format", "jsonl")
     assert status == 0, err
@@ -321,3 +323,44 @@ def test_cli_findings_go_to_stderr_for_json(tmp_path, capsys):
     assert code == 0
     assert len(json.loads(out)) == 3
     assert "cannot be followed" in capsys.readouterr().err
+
+
+def test_walk_findings_have_codes_and_belong_to_the_process_they_were_made_at():
+    """A loop (3 -> 1) is found following process 3's Flink: its record carries
+    the finding, in the {code, message} shape of the GDT/IDT findings."""
+    from ksinspect.tables import Finding as TableFinding
+    builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
+    links = load_layout("win7-sp1-x64").offset("_EPROCESS", "ActiveProcessLinks")
+    builder.set_flink(planted[3], planted[1].eprocess + links)
+    result = pslist(builder.memory(), load_layout("win7-sp1-x64"), cr3=builder.cr3)
+    assert [f.code for f in result.findings] == ["list-loop"]
+    records = result.to_dict()
+    assert [[f["code"] for f in r["findings"]] for r in records] == [[], [], [], ["list-loop"]]
+    shape = set(TableFinding("x", "y").to_dict())
+    assert set(records[3]["findings"][0]) == shape
+
+
+def test_cli_pslist_json_carries_the_findings(tmp_path):
+    builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
+    builder.set_flink(planted[2], 0xFFFFFA80DEAD0000)
+    path = tmp_path / "broken.raw"
+    path.write_bytes(builder.flat())
+    code, out, err = run("pslist", str(path), "--layout", "win7-sp1-x64", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert [[f["code"] for f in d["findings"]] for d in document] == \
+        [[], [], ["list-outside-memory"]]
+    assert "cannot be followed" in document[2]["findings"][0]["message"]
+
+
+def test_walk_processes_takes_memory_address_layout():
+    """One argument order for the readers (issue 15, item 10); the old
+    (space, layout, start) still works for one release, with a warning."""
+    builder, planted = standard_image("win10-22h2-19045.2965-x64", None)
+    space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
+    layout = load_layout("win10-22h2-19045.2965-x64")
+    new = walk_processes(space, planted[1].eprocess, layout, read_pebs=False)
+    with pytest.warns(DeprecationWarning, match=r"walk_processes\(memory, address, layout\)"):
+        old = walk_processes(space, layout, planted[1].eprocess, read_pebs=False)
+    assert [e.process.pid for e in new] == [e.process.pid for e in old] == \
+        [p.pid for p in planted[1:] + planted[:1]]

@@ -304,3 +304,37 @@ def test_c_scanner_takes_a_null_empty_buffer():
     assert count[0] == 0 and cursor.done == 1 and cursor.anchors == 0
     assert lib.ksi_scan(ffi.NULL, 8, 0, 8, spec, cursor, out, 4, count) \
         == lib.KSI_ERR_NULL_POINTER
+
+
+# -- one finding shape, and a table with columns (issue 18, item 15) ------------------------
+
+def test_cli_psscan_table_has_columns(dkom_image):
+    """Volatility's psscan columns that the scan fills, one row per candidate:
+    Offset(P) in hex, the PIDs, the name, the FILETIMEs in ISO-8601 (the
+    builder's 2024-03-01 08:00:0N), and whether the list reaches it."""
+    path, builder, planted = dkom_image
+    status, out, err = run("psscan", path, "--layout", "win10-22h2-x64")
+    assert status == 0, err
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("Offset(P)"))
+    assert lines[header].split() == ["Offset(P)", "PID", "PPID", "Name", "Create", "time",
+                                     "Exit", "time", "In", "list"]
+    rows = lines[header + 2:header + 2 + len(planted)]
+    for row, p, second in zip(rows, planted, range(len(planted))):
+        cells = row.split()
+        assert cells[:4] == ["%#x" % p.eprocess_pa, str(p.pid), str(p.ppid), p.name]
+        assert cells[4] == "2024-03-01T08:00:%02dZ" % second and cells[5] == "-"
+        assert cells[6:] == (["no", "(UNLINKED)"] if p is planted[3] else ["yes"])
+
+
+def test_cli_psscan_json_findings_are_code_and_message(dkom_image):
+    path, builder, planted = dkom_image
+    status, out, err = run("psscan", path, "--layout", "win10-22h2-x64", "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert [[f["code"] for f in d["findings"]] for d in document] == \
+        [[], [], [], ["process-unlinked"], []]
+    unlinked = document[3]["findings"][0]
+    assert set(unlinked) == {"code", "message"} and "explorer.exe" in unlinked["message"]
+    status, out, err = run("psscan", path, "--layout", "win10-22h2-x64", "--format", "csv")
+    assert status == 0 and out.splitlines()[0].split(",")[-2:] == ["status", "findings"]

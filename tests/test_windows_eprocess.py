@@ -63,7 +63,7 @@ def test_every_planted_field_decodes(layout_name, paging):
     layout = load_layout(layout_name)
     space = AddressSpace(memory, cr3=builder.cr3, mode=paging)
     for i, p in enumerate(planted):
-        process = read_eprocess(space, layout, p.eprocess)
+        process = read_eprocess(space, p.eprocess, layout)
         assert (process.pid, process.ppid, process.name) == (p.pid, p.ppid, p.name)
         assert process.dtb == p.dtb and process.peb == p.peb
         assert process.address == p.eprocess and process.physical == p.eprocess_pa
@@ -89,8 +89,8 @@ def test_explain_names_the_offsets_of_this_build():
     builder, planted = standard_image("win10-22h2-19045.2965-x64", None)
     raw = RawLayout("win10-22h2-19045.2965-x64")
     space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
-    text = read_eprocess(space, load_layout("win10-22h2-19045.2965-x64"),
-                         planted[1].eprocess).explain()
+    text = read_eprocess(space, planted[1].eprocess,
+                         load_layout("win10-22h2-19045.2965-x64")).explain()
     assert "+%#x" % raw.off("_EPROCESS", "UniqueProcessId") in text
     assert "+%#x" % raw.off("_EPROCESS", "ImageFileName") in text
     assert "smss.exe" in text and "2024-03-01T08:00:01Z" in text
@@ -105,7 +105,7 @@ def test_exit_time_and_anomalies_are_reported():
     raw.put(data, 0, "_EPROCESS", "UniqueProcessId", 0x102)  # not a multiple of 4
     raw.put(data, 0, "_EPROCESS", "ImageFileName", "bad\x07name")
     raw.put(data, 0, "_EPROCESS", "ExitTime", filetime(2024, 5, 6, 7, 8, 9))
-    process = decode_eprocess(layout, bytes(data))
+    process = decode_eprocess(bytes(data), layout)
     assert process.exit_iso == iso(2024, 5, 6, 7, 8, 9) and process.exited
     text = " ".join(process.anomalies)
     assert "Type is 6" in text and "0x102" in text and "printable" in text
@@ -117,7 +117,7 @@ def test_html_escapes_a_hostile_name():
     raw = RawLayout("win7-sp1-7601.17514-x64")
     data = bytearray(layout.sizeof("_EPROCESS"))
     raw.put(data, 0, "_EPROCESS", "ImageFileName", "<b>x</b>")
-    page = decode_eprocess(layout, bytes(data))._repr_html_()
+    page = decode_eprocess(bytes(data), layout)._repr_html_()
     assert "<b>" not in page and "&lt;b&gt;" in page
 
 
@@ -184,7 +184,7 @@ def test_unmapped_eprocess_raises_invalid_address():
     builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
     space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
     with pytest.raises(InvalidAddressError):
-        read_eprocess(space, load_layout("win7-sp1-x64"), 0xFFFFFA80DEAD0000)
+        read_eprocess(space, 0xFFFFFA80DEAD0000, load_layout("win7-sp1-x64"))
 
 
 def _raw_offset(raw, path):
@@ -203,7 +203,7 @@ def test_every_offset_explain_prints_is_the_layouts(layout_name, paging):
     builder, planted = standard_image(layout_name, paging)
     raw = RawLayout(layout_name)
     space = AddressSpace(builder.memory(), cr3=builder.cr3, mode=paging)
-    text = read_eprocess(space, load_layout(layout_name), planted[1].eprocess).explain()
+    text = read_eprocess(space, planted[1].eprocess, load_layout(layout_name)).explain()
     rows = re.findall(r"^  \+(0x[0-9a-f]+|\?)\s+(\S+)", text, re.M)
     assert len(rows) >= 11
     for offset, path in rows:
@@ -218,7 +218,56 @@ def test_win7_x64_links_at_the_published_offsets():
     nt!_EPROCESS), so Flink +0x188, Blink +0x190."""
     builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
     space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
-    text = read_eprocess(space, load_layout("win7-sp1-7601.17514-x64"),
-                         planted[1].eprocess).explain()
+    text = read_eprocess(space, planted[1].eprocess,
+                         load_layout("win7-sp1-7601.17514-x64")).explain()
     assert re.search(r"\+0x188\s+ActiveProcessLinks\.Flink", text)
     assert re.search(r"\+0x190\s+ActiveProcessLinks\.Blink", text)
+
+
+# -- one finding shape; one argument order (issues 18 item 15, 15 item 10) ------------------
+
+def test_anomalies_have_stable_codes():
+    layout = load_layout("win7-sp1-7601.17514-x64")
+    raw = RawLayout("win7-sp1-7601.17514-x64")
+    data = bytearray(layout.sizeof("_EPROCESS"))
+    data[0] = 6                                             # a thread, not a process
+    raw.put(data, 0, "_EPROCESS", "UniqueProcessId", 0x102)
+    raw.put(data, raw.off("_EPROCESS", "Pcb"), "_KPROCESS", "DirectoryTableBase",
+            0x1234)                                         # not 32-byte aligned
+    process = decode_eprocess(bytes(data), layout)
+    # Pcb.Header.Size is 0, not sizeof(_KPROCESS) / 4 = 0x160 / 4 (the layout file)
+    assert [f.code for f in process.findings] == ["header-type", "header-size",
+                                                  "pid-not-a-handle", "dtb-misaligned"]
+    assert process.findings is process.anomalies
+
+
+def test_cli_eprocess_json_findings(win7_image):
+    path, builder, planted = win7_image
+    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64", "--cr3",
+                           hex(builder.cr3), "--address", hex(planted[4].eprocess), "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["findings"] == [] and "anomalies" not in document
+    status, out, err = run("eprocess", path, "--layout", "win7-sp1-x64", "--cr3",
+                           hex(builder.cr3), "--address", hex(planted[4].eprocess),
+                           "--format", "csv")
+    assert status == 0 and out.splitlines()[0].endswith(",wow64,findings")
+
+
+def test_read_eprocess_takes_memory_address_layout():
+    """`read_eprocess(space, address, layout)` as `read_peb(memory, address,
+    layout)`; before, it took (space, layout, address) and the README's order
+    gave AttributeError: 'int' object has no attribute 'sizeof'."""
+    builder, planted = standard_image("win7-sp1-7601.17514-x64", None)
+    space = AddressSpace(builder.memory(), cr3=builder.cr3, mode="4level")
+    process = read_eprocess(space, planted[2].eprocess, "win7-sp1-7601.17514-x64")
+    assert (process.pid, process.name) == (planted[2].pid, planted[2].name)
+    with pytest.warns(DeprecationWarning, match=r"read_eprocess\(memory, address, layout\)"):
+        old = read_eprocess(space, load_layout("win7-sp1-x64"), planted[2].eprocess)
+    assert old.pid == process.pid
+    with pytest.raises(TypeError, match=r"read_eprocess\(memory, address, layout"):
+        read_eprocess(space, "0x1000", "win7-sp1-x64")
+    data = space.read(planted[2].eprocess, load_layout("win7-sp1-x64").sizeof("_EPROCESS"))
+    assert decode_eprocess(data, "win7-sp1-x64").pid == planted[2].pid
+    with pytest.warns(DeprecationWarning, match=r"decode_eprocess\(data, layout\)"):
+        assert decode_eprocess(load_layout("win7-sp1-x64"), data).pid == planted[2].pid

@@ -22,7 +22,7 @@ from builders.windows_image_builder import (PAGE, VirtualMemory, build_process, 
 
 PEB_KEYS = ["address", "being_debugged", "image_base", "ldr", "process_parameters",
             "image_path", "command_line", "current_directory", "environment", "modules",
-            "checks", "findings", "structure", "layout", "notes"]
+            "checks", "findings", "structure", "layout", "loader_layout", "notes"]
 
 NATIVE = ["win2003-sp2-3790.3959-x64", "win7-sp1-7601.17514-x64", "win10-1607-14393.0-x64",
           "win10-22h2-19045.2965-x64", "win11-25h2-26200.6584-x64",
@@ -44,9 +44,12 @@ def assert_matches(peb, planted):
     assert peb.command_line == planted.command_line
     assert peb.current_directory == planted.current_directory
     assert list(peb.environment) == planted.environment
+    # the builder links every module on the load- and memory-order lists and
+    # all but the main image (the first) on the initialisation-order list
     assert [m.to_dict() for m in peb.modules] == [
         {"base": m.base, "size": m.size, "entry_point": m.entry_point, "name": m.name,
-         "path": m.path} for m in planted.modules]
+         "path": m.path, "lists": ["load", "memory"] + (["init"] if i else [])}
+        for i, m in enumerate(planted.modules)]
     assert peb.findings == ()
     lists = {w.name: list(w.entries) for w in peb.lists}
     assert lists["load"] == lists["memory"] == [m.entry for m in planted.modules]
@@ -280,7 +283,7 @@ def test_checks_explain_and_html():
     peb = read_peb(planted.memory, planted.peb, LAYOUT).with_checks(
         [Check("image path", "a", "b", False)])
     assert peb.to_dict()["checks"] == [{"name": "image path", "ours": "a", "theirs": "b",
-                                        "agree": False}]
+                                        "agree": False, "rule": ""}]
     text = peb.explain()
     assert "_PEB.Ldr" in text and "+0x018" in text and "DISAGREE" in text
     assert "_RTL_USER_PROCESS_PARAMETERS.CommandLine +0x070" in text
@@ -315,7 +318,7 @@ def test_cli_peb_on_an_image(image_file):
     assert status == 0 and planted.image_path in out and "InLoadOrderModuleList" in out
     status, out, _ = run("peb", path, "--cr3", "%x" % cr3, "--mode", "4level",
                          "--address", "%x" % planted.peb, "--layout", LAYOUT, "--format", "csv")
-    assert status == 0 and out.splitlines()[0] == "base,size,entry_point,name,path"
+    assert status == 0 and out.splitlines()[0] == "base,size,entry_point,name,path,lists"
 
 
 def test_cli_peb_errors(image_file):
@@ -363,3 +366,60 @@ def test_cli_peb_paging_mode_defaults_to_the_layouts(image_file):
                                "%x" % planted.peb, "--layout", "win10-22h2-x64", "--json")
         assert status == 0, err
         assert json.loads(out)["command_line"] == planted.command_line
+
+
+# -- the layout from the PEB's own version fields (issue 18, item 20) ------------------------
+
+def _earliest(build, arch):
+    """The shipped layout files of *build*, by name; the earliest revision."""
+    from ksinspect.windows.layout_files import available_layouts
+    return sorted(n for n in available_layouts()
+                  if n.split("-")[-2].split(".")[0] == str(build) and n.endswith("-" + arch))[0]
+
+
+def _with_version(peb_layout, version, wow64=False):
+    planted = build_process(peb_layout, wow64=wow64)
+    fields = dict(zip(("OSMajorVersion", "OSMinorVersion", "OSBuildNumber"), version))
+    put(planted.memory, layout_json(peb_layout), "_PEB32" if wow64 else "_PEB", planted.peb,
+        fields)
+    return planted
+
+
+@pytest.mark.parametrize("peb_layout, wow64, version, arch", [
+    ("win10-22h2-19045.2965-x64", False, (10, 0, 19045), "x64"),
+    ("win7-sp1-7601.17514-x86", False, (6, 1, 7601), "x86"),
+    ("winxp-sp3-2600.5512-x86", False, (5, 1, 2600), "x86"),
+    ("win10-22h2-19045.2965-x64", True, (10, 0, 19045), "x64"),     # _PEB32: the x64 layout
+])
+def test_choose_peb_layout_reads_the_version_fields(peb_layout, wow64, version, arch):
+    from ksinspect.windows.peb import choose_peb_layout
+    planted = _with_version(peb_layout, version, wow64)
+    layout, note = choose_peb_layout(planted.memory, planted.peb, wow64=wow64)
+    assert layout.name == _earliest(version[2], arch)
+    assert layout.name in note and "%d.%d.%d" % version in note
+    # the offsets the note names are the layout file's (x86 and _PEB32: +0xa4, x64: +0x118)
+    where = layout_json(peb_layout)["structs"]["_PEB32" if wow64 else "_PEB"]["fields"]
+    assert "+%#x/" % where["OSMajorVersion"]["offset"] in note
+
+
+def test_choose_peb_layout_of_a_peb_without_a_version_says_give_a_layout():
+    from ksinspect.windows.peb import choose_peb_layout
+    planted = build_process(LAYOUT)                   # the builder leaves the version 0
+    with pytest.raises(DecodeError, match="give a layout"):
+        choose_peb_layout(planted.memory, planted.peb)
+
+
+def test_cli_peb_through_page_tables_without_layout(tmp_path):
+    planted = _with_version("win10-22h2-19045.2965-x64", (10, 0, 19045))
+    memory, cr3, builder = planted.memory.to_image("4level")
+    path = tmp_path / "process.raw"
+    path.write_bytes(builder.flat())
+    status, out, err = run("peb", path, "--cr3", "%x" % cr3, "--paging-mode", "4level",
+                           "--address", "%x" % planted.peb, "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["layout"] == _earliest(19045, "x64")
+    assert document["command_line"] == planted.command_line
+    assert "10.0.19045" in err and document["layout"] in err
+    status, out, err = run("peb", path, "--cr3", "%x" % cr3, "--address", "%x" % planted.peb)
+    assert status == 2 and "--layout" in err and "--paging-mode" in err

@@ -222,3 +222,108 @@ def test_capture_tool_rounds_to_pages_and_writes_lime_that_reads_back():
     assert image.read(0x7ff0_0ffe, 4) == Fake().read(0x7ff0_0ffe, 4)
     with pytest.raises(InvalidAddressError):
         image.read(0x7ff0_2000, 1)
+
+
+# -- peb/teb --flat without --layout; list membership; the teb command (issue 18) ---------------
+
+def _earliest_7601_layout(arch="x64"):
+    """Wine 8 says Windows 7 SP1, 6.1.7601 (README step 4): the layout files of
+    that build, named by their release, build and revision, sorted; the earliest."""
+    from ksinspect.windows.layout_files import available_layouts
+    return sorted(n for n in available_layouts()
+                  if n.startswith("win7-sp1-7601.") and n.endswith("-" + arch))[0]
+
+
+def _notes(err):
+    return [line for line in err.splitlines() if line.startswith("ksinspect: note: ")]
+
+
+def test_cli_peb_flat_chooses_the_layout_from_the_pebs_version_fields(normal):
+    expected = _earliest_7601_layout()
+    status, out, err = cli("peb", normal.path, "--flat", "--address", normal.values["peb"],
+                           "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["layout"] == expected and document["address"] == normal.hex("peb")
+    assert [(m["base"], m["size"], m["entry_point"], m["path"])
+            for m in document["modules"]] == normal.modules
+    # the note names the layout and why: the version fields, at the layout files' offsets
+    (note,) = [n for n in _notes(err) if expected in n]
+    assert "6.1.7601" in note and "OSMajorVersion" in note and "+0x118/+0x11c/+0x120" in note
+    status, out, err = cli("peb", normal.path, "--flat", "--address", normal.values["peb"])
+    assert status == 0 and "Note: layout %s chosen from the PEB's own version" % expected in out
+
+
+def test_cli_peb_json_keeps_each_modules_loader_lists(masquerade):
+    """EnumProcessModules (the printed modules) walks InLoadOrderModuleList:
+    each is on the load list; version.dll was unlinked from that list only
+    (tests/data/wine/README.md step 3); the main image is on no
+    initialisation-order list (the loader initialises DLLs only)."""
+    status, out, err = cli("peb", masquerade.path, "--flat", "--address",
+                           masquerade.values["peb"], "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    lists = {m["base"]: m["lists"] for m in document["modules"]}
+    for base, _size, _entry, _path in masquerade.modules:
+        assert "load" in lists[base]
+    assert lists[masquerade.hex("image_base")] == ["load", "memory"]
+    unlinked = int(masquerade.values["unlinked"].split()[0], 16)
+    assert lists[unlinked] == ["memory", "init"]
+    assert [f["code"] for f in document["findings"]] == ["module-unlinked"]
+    assert set(document["findings"][0]) == {"code", "message"}
+    status, out, err = cli("peb", masquerade.path, "--flat", "--address",
+                           masquerade.values["peb"], "--format", "csv")
+    rows = out.splitlines()
+    assert status == 0 and rows[0] == "base,size,entry_point,name,path,lists"
+    assert any(row.startswith("%#x," % unlinked) and row.endswith(",memory;init")
+               for row in rows)
+
+
+@pytest.mark.parametrize("layout", [None, "win7-sp1-x64"])
+def test_cli_teb_flat_agrees_with_what_the_program_printed(normal, layout):
+    argv = ["teb", normal.path, "--flat", "--address", normal.values["teb"], "--json"]
+    status, out, err = cli(*argv + (["--layout", layout] if layout else []))
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["address"] == document["self"] == normal.hex("teb")
+    assert document["peb"] == normal.hex("peb")
+    assert document["process_id"] == int(normal.values["pid"])
+    assert document["structure"] == "_TEB" and document["findings"] == []
+    assert document["layout"] == _earliest_7601_layout()
+    assert any(document["layout"] in n for n in _notes(err))
+    if layout is None:
+        assert any("ProcessEnvironmentBlock" in n for n in _notes(err))
+
+
+def test_cli_teb_usage(normal):
+    status, out, err = cli("teb", normal.path, "--flat", "--address", normal.values["teb"],
+                           "--tid", "0n36")
+    assert status == 2 and "--thread" in err and err.count("\n") == 1
+    status, out, err = cli("teb", normal.path, "--flat")
+    assert status == 2 and "--address" in err
+    status, out, err = cli("teb", "--pid", "4242", "--address", "1000")
+    assert status == 2 and "not both" in err
+    status, out, err = cli("teb", normal.path, "--address", normal.values["teb"])
+    assert status == 2 and "--flat" in err and "--layout" in err
+    status, out, err = cli("teb", normal.path, "--flat", "--address", "0x10000")
+    assert status == 1 and err.count("\n") == 1
+
+
+def test_cli_teb_of_a_32bit_process_chooses_the_x86_layout():
+    """The 32-bit minidump (tests/data/minidump, a 32-bit program under Wine,
+    which says 6.1.7601): its TEB at the address the program printed
+    (NtCurrentTeb), read as the dump's virtual memory without --layout:
+    NtTib.Self holds the TEB's address at the x86 offset (+0x18 in the x86
+    layout files), so the x86 layout of 7601 is chosen from the PEB it points to."""
+    root = os.path.join(os.path.dirname(DATA), "minidump")
+    with open(os.path.join(root, "self-x86.json")) as handle:
+        said = json.load(handle)["printed"]
+    status, out, err = cli("teb", os.path.join(root, "self-x86.dmp.xz"), "--address",
+                           said["teb"], "--json")
+    assert status == 0, err
+    document = json.loads(out)
+    assert (document["address"], document["peb"], document["process_id"]) == (
+        int(said["teb"], 16), int(said["peb"], 16), int(said["pid"]))
+    expected = _earliest_7601_layout("x86")
+    assert document["layout"] == expected and any(expected in n and "x86 offsets" in n
+                                                  for n in _notes(err))

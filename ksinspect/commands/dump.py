@@ -1,12 +1,13 @@
-"""Commands on a Windows minidump (``.dmp``): threads, teb, modules; and the
-minidump part of ``info`` and ``peb``. WinDbg's ``~``/``r``, ``!teb``, ``lm``."""
+"""Commands on a Windows minidump (``.dmp``): threads, modules; and the minidump
+part of ``info`` and ``peb`` (``teb`` is in ksinspect.commands.windows, with
+``peb``). WinDbg's ``~``/``r``, ``lm``."""
 from typing import IO, List
 
 from ..memory import open_image
 from ..render import emit, table
-from ..windows.dump import dump_of, dump_peb, dump_teb, dump_threads
+from ..windows.dump import dump_of, dump_peb, dump_threads
 from ._args import UsageError, decompress_cap, parse_int
-from .options import add_image, add_layout
+from .options import add_image
 
 # ip/sp: Rip/Rsp of an x64 CONTEXT, Eip/Esp of an x86 one.
 THREAD_COLUMNS = ("thread_id", "teb", "stack_start", "stack_size", "ip", "sp", "eflags",
@@ -65,15 +66,6 @@ def cmd_threads(args, out: IO[str]) -> int:
             text = "\n".join(parts)
         emit(out, args.format, rows, document=[s.to_dict() for s in states], text=text,
              columns=THREAD_COLUMNS)
-    return 0
-
-
-def cmd_teb(args, out: IO[str]) -> int:
-    with _open_dump(args.image, decompress_cap(args)) as memory:
-        tid = None if args.thread is None else parse_int(args.thread, "--thread")
-        teb = dump_teb(memory, tid, args.layout)
-        emit(out, args.format, [teb.to_dict()], document=teb.to_dict(),
-             text=teb.explain() if args.format == "table" else None)
     return 0
 
 
@@ -162,14 +154,6 @@ def register(sub, output) -> None:
     p.add_argument("--explain", action="store_true",
                    help="explain every thread's CONTEXT member by member")
     p.set_defaults(func=cmd_threads)
-
-    p = sub.add_parser("teb", parents=[output], help="a minidump thread's TEB",
-                       description="Decode a thread's TEB from a full-memory minidump; the "
-                                   "layout is chosen from the dump's OS version.")
-    add_image(p, MINIDUMP_HELP, "IMAGE.dmp")
-    p.add_argument("--thread", metavar="TID", help="the thread (default the first)")
-    add_layout(p, "override the layout chosen from the dump")
-    p.set_defaults(func=cmd_teb)
 
     p = sub.add_parser("modules", parents=[output], help="a minidump's module list",
                        description="The ModuleList stream: base, size, checksum, timestamp, "

@@ -28,30 +28,17 @@ from ..errors import DecodeError, KsinspectError, UnsupportedError
 from ..windows.checks import Check, pe_header_checks
 from ..windows.layout import Layout
 from ..windows.layout_files import available_layouts, choose_layout, load_layout
-from ..windows.peb import Peb, read_peb, read_peb32
+# The version fields' shared offsets and their reader have one home, in windows/peb.py
+# (peb --flat chooses the layout with them too); re-exported here as before.
+from ..windows.peb import (VERSION_FIELDS, Peb, Teb, read_os_version, read_peb, read_peb32,
+                           read_teb, shared_offset)
 
-__all__ = ["inspect_live_peb", "choose_layout", "read_os_version", "shared_offset"]
-
-VERSION_FIELDS = ("OSMajorVersion", "OSMinorVersion", "OSBuildNumber")
+__all__ = ["VERSION_FIELDS", "inspect_live_peb", "inspect_live_teb", "choose_layout",
+           "read_os_version", "shared_offset"]
 
 
 def _layouts(arch: str) -> List[Layout]:
     return [load_layout(name) for name in available_layouts() if name.endswith("-" + arch)]
-
-
-def shared_offset(arch: str, struct_name: str, field: str) -> int:
-    """The offset of ``struct_name.field`` that every shipped *arch* layout agrees on.
-
-    Raises:
-        DecodeError: the layouts disagree (then it cannot be read before the
-            build is known).
-    """
-    offsets = {layout.offset(struct_name, field) for layout in _layouts(arch)
-               if layout.has_struct(struct_name) and field in layout.struct(struct_name).fields}
-    if len(offsets) != 1:
-        raise DecodeError("%s.%s is not at one offset in every %s layout (%s): give --layout" % (
-            struct_name, field, arch, ", ".join("%#x" % o for o in sorted(offsets)) or "absent"))
-    return offsets.pop()
 
 
 def bootstrap_layout(arch: str) -> Layout:
@@ -63,19 +50,6 @@ def bootstrap_layout(arch: str) -> Layout:
                                ("_TEB", "ProcessEnvironmentBlock")):
         shared_offset(arch, struct_name, field)
     return _layouts(arch)[-1]
-
-
-def read_os_version(memory: Any, peb_address: int, arch: str) -> Tuple[int, int, int]:
-    """(OSMajorVersion, OSMinorVersion, OSBuildNumber) from the PEB at *peb_address*.
-
-    Raises:
-        InvalidAddressError: the PEB cannot be read.
-    """
-    values = []
-    for field, width in zip(VERSION_FIELDS, (4, 4, 2)):
-        offset = shared_offset(arch, "_PEB", field)
-        values.append(int.from_bytes(memory.read(peb_address + offset, width), "little"))
-    return values[0], values[1], values[2]
 
 
 def _resolve_layout(layout: Any, memory: Any, peb_address: int, arch: str,
@@ -271,3 +245,71 @@ def _inspect_windows(pid: int, layout: Any) -> Peb:
         checks += pe_header_checks(memory, peb.modules, peb.image_base)
         notes += ["source failed: " + error for error in facts.errors]
         return replace(peb, checks=tuple(checks), notes=peb.notes + tuple(notes))
+
+
+def inspect_live_teb(pid: int, tid: Optional[int] = None, layout: Any = None) -> Teb:
+    """The TEB of a thread of live process *pid* (default its main thread, else
+    its first), decoded: on Linux for a Windows program under Wine (the TEB
+    at the thread's GS base, FS for a 32-bit Wine process, read with ptrace;
+    *tid* is a Linux thread ID), on Windows for any thread this user may query
+    (Toolhelp32 and NtQueryInformationThread's TebBaseAddress; *tid* is a
+    Windows thread ID; a WoW64 process: its 64-bit TEB). Without a layout,
+    the build is read from the PEB the TEB points to; the notes say how the
+    TEB was found and which layout was used.
+
+    Raises:
+        UnsupportedError: neither Windows nor Linux on x86-64.
+        NoTebError: (Linux) the process is not a Windows program under Wine.
+        LiveOSError: no such process or thread, or access denied.
+    """
+    from ..errors import LiveOSError
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise DecodeError("%r is not a process ID" % (pid,))
+
+    def pick(tebs: dict, main: int, where: str) -> Tuple[int, int]:
+        wanted = tid if tid is not None else (main if main in tebs else min(tebs))
+        if wanted not in tebs:
+            raise LiveOSError(3, "process %d has no thread %d with a TEB (%s: %s)" % (
+                pid, wanted, where, ", ".join("%d" % t for t in sorted(tebs)) or "none"))
+        return wanted, tebs[wanted]
+
+    if sys.platform == "win32":
+        from ..windows import live_windows
+        arch = "x64" if struct.calcsize("P") == 8 else "x86"
+        with live_windows.open_process(pid) as memory:
+            chosen, layout_note = _resolve_layout(layout, memory, memory.peb_address, arch)
+            listed = live_windows.thread_tebs(pid)    # in the snapshot's order: the main first
+            tebs = dict(listed)
+            thread, teb_address = pick(tebs, listed[0][0] if listed else -1,
+                                       "threads with a TEB")
+            teb = read_teb(memory, teb_address, chosen)
+            how = ("TEB %#x of thread %d from NtQueryInformationThread (ThreadBasicInformation)"
+                   % (teb_address, thread))
+            return replace(teb, notes=teb.notes + (how, layout_note))
+    if sys.platform.startswith("linux"):
+        from . import wine
+        from .proc_memory import ProcessMemory, read_maps
+        from .wine_launcher import follow_launcher
+        pid, launcher_note = follow_launcher(pid)
+        bits = _elf_bits(pid)
+        with ProcessMemory(pid) as memory:
+            maps = read_maps(pid)
+            given = _given_x64(layout)
+            find_with = bootstrap_layout("x86") if bits == 32 else given or bootstrap_layout("x64")
+            location = wine.locate_teb(pid, memory, find_with, maps)
+            tebs = {t: address for t, (address, _peb) in location.tebs.items()}
+            thread, teb_address = pick(tebs, pid, "its threads with a TEB")
+            peb_address = location.tebs[thread][1]
+            if bits == 32:
+                chosen, layout_note = _resolve_layout(given, memory, peb_address, "x64", "x86")
+            else:
+                chosen, layout_note = _resolve_layout(given, memory, peb_address, "x64")
+            teb = read_teb(memory, teb_address, chosen, wow64=bits == 32)
+            register = "FS" if bits == 32 else "GS"
+            how = ("TEB %#x of thread %d (its %s base, read with ptrace)" % (
+                teb_address, thread, register) if location.tid is not None else
+                "TEB %#x found by scanning memory (%s)" % (teb_address, location.note))
+            notes = (() if launcher_note is None else (launcher_note,)) + (how, layout_note)
+            return replace(teb, notes=teb.notes + notes)
+    raise UnsupportedError("a live TEB is read on Windows, or on Linux under Wine (this is %s)"
+                           % sys.platform)

@@ -2,7 +2,7 @@
 
 A PEB is the process's own, writable memory: malware rewrites its image path
 and command line ("PEB masquerading") and unlinks modules from the loader
-lists to hide them. Each :class:`Check` puts one value read from the PEB
+lists to hide them. Each :class:`CrossCheck` puts one value read from the PEB
 ("ours") beside the same fact from an independent source ("theirs") and says
 whether they agree, and by which rule. The live back-ends
 (:mod:`ksinspect.live.wine`, :mod:`ksinspect.windows.live_windows`) build
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, KsinspectError
-from .peb import Check as PebCheck
+from ._api import renamed_argument
 
-__all__ = ["Check", "PeHeader", "read_pe_header", "pe_header_checks", "PE_HEADER_READ",
+__all__ = ["Check", "CrossCheck", "PeHeader", "read_pe_header", "pe_header_checks", "PE_HEADER_READ",
            "loader_list_checks", "LIST_NAMES"]
 
 LIST_NAMES = {"load": "InLoadOrderModuleList", "memory": "InMemoryOrderModuleList",
@@ -30,11 +30,11 @@ PE_HEADER_READ = 0x1000
 
 
 @dataclass(frozen=True)
-class Check(PebCheck):
+class CrossCheck:
     """One fact of the PEB beside the same fact from an independent source.
 
-    The :class:`ksinspect.windows.peb.Check` the PEB carries, with the rule of
-    comparison in words.
+    (The one check type: ``Check``, the name it had in both
+    :mod:`ksinspect.windows.peb` and here, is this class too.)
 
     Attributes:
         name: what is compared, e.g. ``command line vs /proc/PID/cmdline``.
@@ -45,6 +45,10 @@ class Check(PebCheck):
         rule: how they are compared (normalisations applied), in words.
     """
 
+    name: str
+    ours: Any
+    theirs: Any
+    agree: bool
     rule: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
@@ -54,6 +58,9 @@ class Check(PebCheck):
     def __str__(self) -> str:
         return "%s %s: ours %s, theirs %s" % ("agree   " if self.agree else "DISAGREE",
                                               self.name, _show(self.ours), _show(self.theirs))
+
+
+Check = CrossCheck      # the old name, kept: one class under both names
 
 
 def _show(value: Any) -> str:
@@ -74,8 +81,11 @@ class PeHeader:
     machine: int
 
 
-def read_pe_header(memory: Any, base: int) -> PeHeader:
-    """Parse the PE header the loader mapped at *base*, with pefile.
+def read_pe_header(memory: Any, address: Optional[int] = None, *,
+                   base: Optional[int] = None) -> PeHeader:
+    """Parse the PE header the loader mapped at *address*, with pefile.
+
+    (``base=`` is the old keyword of ``address``, accepted for one release.)
 
     Raises:
         InvalidAddressError: the header page is not readable.
@@ -83,6 +93,7 @@ def read_pe_header(memory: Any, base: int) -> PeHeader:
     """
     import pefile
 
+    base = renamed_argument("read_pe_header", "base", base, "address", address)
     data = memory.read(base, PE_HEADER_READ)
     try:
         pe = pefile.PE(data=data, fast_load=True)

@@ -185,12 +185,15 @@ def dump_teb(memory: Any, thread_id: Optional[int] = None, layout: Any = None) -
     Raises:
         InvalidAddressError: the TEB is not in the dump (the message says why).
     """
-    chosen, _note = dump_layout(memory, layout)
+    chosen, note = dump_layout(memory, layout)
     t = _first_thread(memory, thread_id)
     if not memory.contains(t.teb, 0x40):
         raise InvalidAddressError("%s: the TEB of thread %d at %#x is not in the dump (%s)"
                                   % (memory.name, t.thread_id, t.teb, NOT_FULL), address=t.teb)
-    return read_teb(memory, t.teb, chosen)
+    teb = read_teb(memory, t.teb, chosen)
+    from dataclasses import replace
+    return replace(teb, notes=teb.notes + ("TEB %#x of thread %d from the dump's ThreadList"
+                                           % (t.teb, t.thread_id), note))
 
 
 def module_checks(peb: Peb, modules: List[DumpModule]) -> List[Check]:

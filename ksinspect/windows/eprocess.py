@@ -28,7 +28,10 @@ from typing import Any, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, KsinspectError, TruncatedDataError
 from ..views.html import html_pre
+from ._api import address_and_layout, is_layout
+from .findings import Finding
 from .layout import Layout
+from .layout_files import load_layout
 from .struct import Struct
 
 PROCESS_OBJECT = 3                 # KOBJECTS.ProcessObject
@@ -76,7 +79,9 @@ class Process:
         peb32: the 32-bit PEB of a WoW64 process, when it could be resolved.
         header_type, header_size: Pcb.Header.Type and .Size.
         layout: the layout name.
-        anomalies: facts that do not fit a live, well-formed process.
+        anomalies: facts that do not fit a live, well-formed process
+            (:class:`~.findings.Finding`: a sentence with a code; also
+            :attr:`findings`).
     """
 
     address: Optional[int]
@@ -94,8 +99,13 @@ class Process:
     header_type: int
     header_size: int
     layout: str
-    anomalies: Tuple[str, ...] = ()
+    anomalies: Tuple[Finding, ...] = ()
     struct: Optional[Struct] = dataclass_field(default=None, compare=False, repr=False)
+
+    @property
+    def findings(self) -> Tuple[Finding, ...]:
+        """The anomalies, under the name every other Windows value uses."""
+        return self.anomalies
 
     @property
     def create_iso(self) -> Optional[str]:
@@ -244,13 +254,20 @@ def resolve_peb32(layout: Layout, pointer: int, read: Any) -> Tuple[Optional[int
     return pointer, None
 
 
-def decode_eprocess(layout: Layout, data: bytes, address: Optional[int] = None,
+def wow64_finding(why: str) -> Finding:
+    """The finding for a WoW64 process whose 32-bit PEB could not be resolved."""
+    return Finding("wow64-peb-unresolved", "WoW64 process: " + why)
+
+
+def decode_eprocess(data: Any, layout: Any, address: Optional[int] = None,
                     physical: Optional[int] = None, read_kernel: Any = None) -> Process:
     """Decode an ``_EPROCESS`` from its bytes.
 
     Args:
-        layout: the build's layout.
         data: the structure's bytes (sizeof _EPROCESS).
+        layout: the build's layout (a Layout or a name). The old order
+            ``decode_eprocess(layout, data)`` is accepted for one release,
+            with a DeprecationWarning.
         address: its kernel virtual address, when known.
         physical: its physical address, when known.
         read_kernel: ``read(va, n)`` over the kernel address space, to follow
@@ -260,6 +277,16 @@ def decode_eprocess(layout: Layout, data: bytes, address: Optional[int] = None,
         TruncatedDataError: data is shorter than the fields read.
         UnknownStructError, UnknownFieldError: the layout lacks a member.
     """
+    if is_layout(data) and not is_layout(layout):
+        import warnings
+        warnings.warn("decode_eprocess(layout, data) is the old argument order; use "
+                      "decode_eprocess(data, layout): the old order stops working in the next "
+                      "release", DeprecationWarning, stacklevel=2)
+        data, layout = layout, data
+    elif not is_layout(layout):
+        raise TypeError("decode_eprocess(data, layout, ...): the layout must be a Layout or a "
+                        "layout name (got %s)" % type(layout).__name__)
+    layout = load_layout(layout)
     s = Struct(layout, "_EPROCESS", data, address)
     header = s["Pcb"]["Header"]
     htype, hsize = _int(header, "Type"), _int(header, "Size")
@@ -276,37 +303,55 @@ def decode_eprocess(layout: Layout, data: bytes, address: Optional[int] = None,
     wow = _int(s, wname) if wname else 0
     anomalies = []
     if htype != PROCESS_OBJECT:
-        anomalies.append("Pcb.Header.Type is %d, not 3 (ProcessObject)" % htype)
+        anomalies.append(Finding("header-type", "Pcb.Header.Type is %d, not 3 (ProcessObject)"
+                                 % htype))
     expected_size = (layout.sizeof("_KPROCESS") or 0) // 4
     if expected_size and expected_size <= 0xFF and hsize != expected_size:
-        anomalies.append("Pcb.Header.Size is %#x, not sizeof(KPROCESS)/4 = %#x" % (
-            hsize, expected_size))
+        anomalies.append(Finding("header-size", "Pcb.Header.Size is %#x, not sizeof(KPROCESS)/4 "
+                                 "= %#x" % (hsize, expected_size)))
     if pid % 4 or pid >= MAX_PID:
-        anomalies.append("UniqueProcessId %#x is not a multiple of 4 below 2^26" % pid)
+        anomalies.append(Finding("pid-not-a-handle", "UniqueProcessId %#x is not a multiple of 4 "
+                                 "below 2^26" % pid))
     if not dtb:
-        anomalies.append("DirectoryTableBase is 0")
+        anomalies.append(Finding("dtb-zero", "DirectoryTableBase is 0"))
     elif dtb % 0x20:
-        anomalies.append("DirectoryTableBase %#x is not 32-byte aligned" % dtb)
+        anomalies.append(Finding("dtb-misaligned", "DirectoryTableBase %#x is not 32-byte "
+                                 "aligned" % dtb))
     text = raw_name.split(b"\0", 1)[0]
     if b"\0" not in raw_name or any(c < 0x20 or c > 0x7E for c in text):
-        anomalies.append("ImageFileName %r is not printable ASCII ending in NUL" % raw_name)
+        anomalies.append(Finding("image-name-not-printable", "ImageFileName %r is not printable "
+                                 "ASCII ending in NUL" % raw_name))
     if create and filetime_to_iso(create) is None:
-        anomalies.append("CreateTime %#x is not a valid FILETIME" % create)
+        anomalies.append(Finding("create-time-invalid", "CreateTime %#x is not a valid FILETIME"
+                                 % create))
     peb32, why = (None, None)
     if wow and read_kernel is not None:
         peb32, why = resolve_peb32(layout, wow, read_kernel)
         if why:
-            anomalies.append("WoW64 process: " + why)
+            anomalies.append(wow64_finding(why))
     return Process(address, physical, pid, ppid, _name(raw_name), dtb, peb, create, exit_,
                    (flink, blink), wow, peb32, htype, hsize, layout.name, tuple(anomalies), s)
 
 
-def read_eprocess(space: Any, layout: Layout, address: int) -> Process:
+def read_eprocess(space: Any, address: int, layout: Any) -> Process:
     """Read and decode the ``_EPROCESS`` at a kernel virtual address.
+
+    Args:
+        space: the kernel address space (``read(va, n)``; ``vtop(va)`` when
+            it has one, for the physical address).
+        address: the EPROCESS's virtual address.
+        layout: the build's layout (a Layout or a name).
+
+    The order before this release, ``read_eprocess(space, layout, address)``,
+    is still accepted for one release (a layout is never an integer), with a
+    DeprecationWarning.
 
     Raises:
         InvalidAddressError: the structure is not mapped or not in the image.
+        TypeError: the arguments are neither order.
     """
+    address, layout = address_and_layout("read_eprocess", address, layout, old_order=True)
+    layout = load_layout(layout)
     size = layout.sizeof("_EPROCESS")
     if not size:
         raise DecodeError("layout %s does not give sizeof(_EPROCESS)" % layout.name)
@@ -317,10 +362,10 @@ def read_eprocess(space: Any, layout: Layout, address: int) -> Process:
     except KsinspectError:
         pass
     try:
-        return decode_eprocess(layout, data, address, physical, space.read)
+        return decode_eprocess(data, layout, address, physical, space.read)
     except TruncatedDataError as exc:     # pragma: no cover - the read gave sizeof bytes
         raise DecodeError(str(exc)) from None
 
 
 __all__ = ["MAX_PID", "PROCESS_OBJECT", "Process", "decode_eprocess", "filetime_to_iso",
-           "read_eprocess", "resolve_peb32", "wow64_field"]
+           "read_eprocess", "resolve_peb32", "wow64_field", "wow64_finding"]

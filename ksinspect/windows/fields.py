@@ -99,9 +99,59 @@ class FieldColumns:
                      valid=valid[i]) for i in range(len(self.starts))]
 
 
+def _is_buffer(data: Any) -> bool:
+    try:
+        memoryview(data).release()
+    except TypeError:
+        return False
+    return True
+
+
+def _records_of_memory(memory: Any, addresses: Sequence[int], extent: int
+                       ) -> Tuple[Any, List[int], List[bool]]:
+    """(buffer, offsets in it, readable) for records at *addresses* of a memory.
+
+    An image whose records each lie in one run of its mapped file is read in
+    place (the offsets are translated to file offsets); otherwise each record's
+    ``extent`` bytes are read with ``memory.read`` into one buffer, and a
+    record that cannot be read whole is marked not readable (its values 0)."""
+    buffer = getattr(memory, "buffer", None)
+    run_at = getattr(memory, "run_at", None)
+    if buffer is not None and run_at is not None:     # None: pages not stored flat
+        offsets = []
+        for address in addresses:
+            run = run_at(address)
+            if run is None or address + extent > run.end:
+                break
+            offsets.append(run.offset + address - run.start)
+        else:
+            return buffer, offsets, [True] * len(offsets)
+    from ..errors import KsinspectError
+    data = bytearray()
+    offsets, readable = [], []
+    for address in addresses:
+        offsets.append(len(data))
+        try:
+            data += memory.read(address, extent)
+            readable.append(True)
+        except KsinspectError:
+            data += bytes(extent)
+            readable.append(False)
+    return bytes(data), offsets, readable
+
+
 def extract_fields(layout: Any, struct: str, fields: Sequence[str], data: Any,
                    offsets: Sequence[int]) -> FieldColumns:
     """Read ``fields`` of the ``struct`` records at ``offsets`` in ``data`` (one C call).
+
+    Args:
+        data: a buffer (bytes, mmap, memoryview: ``offsets`` are byte offsets
+            in it), or a memory with ``read(address, n)``: an image from
+            :func:`ksinspect.memory.open_image` (``offsets`` are physical
+            addresses) or an :class:`~ksinspect.paging.AddressSpace` (virtual
+            addresses). A record of a memory that cannot be read whole is not
+            ``valid`` and reads 0.
+        offsets: where each record starts.
 
     Raises:
         UnknownStructError, UnknownFieldError, DecodeError: see :func:`resolve_field`.
@@ -109,7 +159,15 @@ def extract_fields(layout: Any, struct: str, fields: Sequence[str], data: Any,
     layout = load_layout(layout)
     resolved = [resolve_field(layout, struct, f) for f in fields]
     specs = [(r.offset, r.size, r.signed, r.bit_position, r.bit_length) for r in resolved]
-    values, status = _native_fields.extract(data, specs, offsets)
+    readable = None
+    starts = offsets
+    if not _is_buffer(data) and hasattr(data, "read"):
+        extent = max((r.offset + r.size for r in resolved), default=0)
+        data, starts, readable = _records_of_memory(data, list(offsets), extent)
+    values, status = _native_fields.extract(data, specs, starts)
+    if readable is not None and not all(readable):
+        status = bytes(s if ok else _native_fields.STATUS_TRUNCATED
+                       for s, ok in zip(status, readable))
     count = len(resolved)
     columns: Dict[str, array] = {}
     for i, r in enumerate(resolved):

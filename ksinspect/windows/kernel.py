@@ -123,13 +123,18 @@ def _as_file_layout(image: bytearray, lfanew: int) -> None:
         struct.pack_into("<II", image, at + 16, max(vsize, rawsize), vaddr)
 
 
-def read_kernel_image(space: Any, base: int) -> KernelImage:
-    """Read the PE image at ``base`` from memory and parse its exports with pefile.
+def read_kernel_image(space: Any, address: Optional[int] = None, *,
+                      base: Optional[int] = None) -> KernelImage:
+    """Read the PE image at ``address`` (its base) from memory and parse its
+    exports with pefile (``base=``: the old keyword, accepted for one release).
 
     Raises:
-        DecodeError: there is no PE image at base, or pefile rejects it.
+        DecodeError: there is no PE image at the address, or pefile rejects it.
     """
     import pefile
+    from ._api import renamed_argument
+
+    base = renamed_argument("read_kernel_image", "base", base, "address", address)
 
     _, lfanew, size = _headers(space, base)
     image, missing = _read_pages(space, base, size)

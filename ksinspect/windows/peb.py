@@ -30,6 +30,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
+from ._api import address_and_layout, renamed_argument
+from .checks import Check, CrossCheck  # noqa: F401  (Check: the old name, the same class)
+from .findings import Finding, finding_dicts
 from .layout import Layout
 from .layout_files import available_layouts, load_layout
 from .strings import UnicodeString, string_from_header
@@ -40,6 +43,8 @@ MAX_ENVIRONMENT = 1 << 20    # bytes of environment block read at most
 PAGE = 0x1000
 RTL_USER_PROC_PARAMS_NORMALIZED = 0x1   # Flags bit: string Buffers are addresses, not offsets
 
+# Module.lists, in this order: InLoadOrder, InMemoryOrder, InInitializationOrder
+LIST_NAMES = ("load", "memory", "init")
 LISTS = (
     # (PEB_LDR_DATA head member, LDR_DATA_TABLE_ENTRY link member, short name)
     ("InLoadOrderModuleList", "InLoadOrderLinks", "load"),
@@ -76,20 +81,6 @@ def _struct_prefix(memory: Any, layout: Layout, name: str, address: int,
 
 
 @dataclass(frozen=True)
-class Check:
-    """One comparison of a PEB fact with an independent source (filled by live backends)."""
-
-    name: str
-    ours: Any
-    theirs: Any
-    agree: bool
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "ours": self.ours, "theirs": self.theirs,
-                "agree": self.agree}
-
-
-@dataclass(frozen=True)
 class Module:
     """One ``_LDR_DATA_TABLE_ENTRY``.
 
@@ -97,7 +88,8 @@ class Module:
         entry: the entry's address.
         base, size, entry_point: DllBase, SizeOfImage, EntryPoint.
         name, path: BaseDllName and FullDllName.
-        lists: which loader lists hold it (``load``, ``memory``, ``init``).
+        lists: which loader lists hold it (``load``, ``memory``, ``init``:
+            InLoadOrder, InMemoryOrder, InInitializationOrder).
     """
 
     entry: int
@@ -107,11 +99,12 @@ class Module:
     name: Optional[str]
     path: Optional[str]
     lists: Tuple[str, ...] = ()
-    findings: Tuple[str, ...] = ()
+    findings: Tuple[Finding, ...] = ()
 
     def to_dict(self) -> dict:
         return {"base": self.base, "size": self.size, "entry_point": self.entry_point,
-                "name": self.name, "path": self.path}
+                "name": self.name, "path": self.path,
+                "lists": [name for name in LIST_NAMES if name in self.lists]}
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class ListWalk:
     name: str
     head: int
     entries: Tuple[int, ...]
-    findings: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
 
 
 @dataclass(frozen=True)
@@ -135,7 +128,7 @@ class ProcessParameters:
     environment: Tuple[str, ...]
     environment_address: int
     normalized: bool
-    findings: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
 
 
 @dataclass(frozen=True)
@@ -144,7 +137,10 @@ class Peb:
 
     ``to_dict()`` keys are fixed (the ``peb`` JSON interface): address,
     being_debugged, image_base, ldr, process_parameters, image_path,
-    command_line, current_directory, modules, checks, findings.
+    command_line, current_directory, environment, modules (each with the
+    ``lists`` that hold it), checks, findings (``{code, message}``),
+    structure, layout, loader_layout (the 32-bit loader structures' layout
+    of a WoW64 PEB, else null), notes.
     """
 
     address: int
@@ -157,10 +153,10 @@ class Peb:
     parameters: Optional[ProcessParameters]
     modules: Tuple[Module, ...]
     lists: Tuple[ListWalk, ...]
-    findings: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
     struct: Struct = field(repr=False, compare=False)
     loader_layout: Optional[Layout] = None
-    checks: Tuple[Check, ...] = ()
+    checks: Tuple[CrossCheck, ...] = ()
     notes: Tuple[str, ...] = ()
 
     @property
@@ -183,7 +179,7 @@ class Peb:
     def environment(self) -> Tuple[str, ...]:
         return () if self.parameters is None else self.parameters.environment
 
-    def with_checks(self, checks: Sequence[Check]) -> "Peb":
+    def with_checks(self, checks: Sequence[CrossCheck]) -> "Peb":
         """A copy carrying cross-checks against independent sources."""
         return replace(self, checks=tuple(checks))
 
@@ -200,9 +196,10 @@ class Peb:
             "environment": list(self.environment),
             "modules": [m.to_dict() for m in self.modules],
             "checks": [c.to_dict() for c in self.checks],
-            "findings": list(self.findings),
+            "findings": finding_dicts(self.findings),
             "structure": self.struct_name,
             "layout": self.layout.name,
+            "loader_layout": None if self.loader_layout is None else self.loader_layout.name,
             "notes": list(self.notes),
         }
 
@@ -286,13 +283,15 @@ class Teb:
     thread_id: int
     stack_base: int
     stack_limit: int
-    findings: Tuple[str, ...]
+    findings: Tuple[Finding, ...]
+    notes: Tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"address": self.address, "self": self.self_pointer, "peb": self.peb,
                 "process_id": self.process_id, "thread_id": self.thread_id,
                 "stack_base": self.stack_base, "stack_limit": self.stack_limit,
-                "findings": list(self.findings)}
+                "findings": finding_dicts(self.findings), "structure": self.struct_name,
+                "layout": self.layout.name, "notes": list(self.notes)}
 
     def __str__(self) -> str:
         return "%s at %#x: PEB %#x, process %d thread %d%s" % (
@@ -314,6 +313,7 @@ class Teb:
                      teb, off(teb, "ClientId"), self.process_id, self.thread_id),
                  "  %s.ProcessEnvironmentBlock  +%#05x  %#x" % (
                      teb, off(teb, "ProcessEnvironmentBlock"), self.peb)]
+        lines += ["Note: " + note for note in self.notes]
         lines += ["Finding: " + f for f in self.findings]
         return "\n".join(lines)
 
@@ -321,15 +321,137 @@ class Teb:
         return html_pre(self.explain())
 
 
+# -- the layout from the structures' own version fields -------------------------------------
+# OSMajorVersion, OSMinorVersion and OSBuildNumber sit at one offset in every
+# shipped layout of an architecture (x64 _PEB +0x118/+0x11c/+0x120, x86 _PEB
+# and x64 _PEB32 +0xa4/+0xa8/+0xac), as do the TEB members that lead to the
+# PEB: so they can be read before the build is known (checked when read).
+
+VERSION_FIELDS = ("OSMajorVersion", "OSMinorVersion", "OSBuildNumber")
+
+
+def shared_offset(arch: str, struct_name: str, member: str) -> int:
+    """The offset of ``struct_name.member`` in every shipped *arch* layout.
+
+    Raises:
+        DecodeError: the layouts disagree (then it cannot be read before the
+            build is known: give a layout).
+    """
+    key = (arch, struct_name, member)
+    if key not in _SHARED:
+        offsets = set()
+        for name in available_layouts():
+            if name.endswith("-" + arch):
+                shipped = load_layout(name)
+                if shipped.has_struct(struct_name) and \
+                        member in shipped.struct(struct_name).fields:
+                    offsets.add(shipped.offset(struct_name, member))
+        _SHARED[key] = offsets.pop() if len(offsets) == 1 else None
+    if _SHARED[key] is None:
+        raise DecodeError("%s.%s is not at one offset in every %s layout: give a layout"
+                          % (struct_name, member, arch))
+    return _SHARED[key]
+
+
+_SHARED: Dict[Tuple[str, str, str], Optional[int]] = {}
+
+
+def read_os_version(memory: Any, address: int, arch: str) -> Tuple[int, int, int]:
+    """(OSMajorVersion, OSMinorVersion, OSBuildNumber) of the *arch* PEB at *address*
+    (``x86`` for a 32-bit PEB, WoW64's _PEB32 included).
+
+    Raises:
+        InvalidAddressError: the fields cannot be read.
+    """
+    values = []
+    for member, width in zip(VERSION_FIELDS, (4, 4, 2)):
+        offset = shared_offset(arch, "_PEB", member)
+        values.append(int.from_bytes(_read(memory, address + offset, width), "little"))
+    return values[0], values[1], values[2]
+
+
+def _shipped_versions(arch: str) -> set:
+    return {_version_tuple(load_layout(n))[:2] for n in available_layouts()
+            if n.endswith("-" + arch)}
+
+
+def _plausible(version: Tuple[int, int, int], arch: str) -> bool:
+    major, minor, build = version
+    return (major, minor) in _shipped_versions(arch) and 2195 <= build < 0x10000
+
+
+def choose_peb_layout(memory: Any, address: int, wow64: bool = False) -> Tuple[Layout, str]:
+    """The layout of the build the PEB at *address* names in its own version
+    fields, and a note saying which and why.
+
+    A WoW64 ``_PEB32`` (``wow64``) is read at the x86 offsets and gets the
+    x64 layout of its build (which holds ``_PEB32``); otherwise the PEB is
+    tried as an x64 one, then as an x86 one, and the architecture whose
+    offsets give a Windows version that a shipped layout has is taken.
+
+    Raises:
+        InvalidAddressError: the version fields cannot be read.
+        DecodeError: neither architecture gives a known Windows version
+            (give a layout).
+    """
+    from .layout_files import choose_layout
+    tried = []
+    for arch in (("x86",) if wow64 else ("x64", "x86")):
+        offsets = "+%s" % "/+".join("%#x" % shared_offset(arch, "_PEB", m)
+                                    for m in VERSION_FIELDS)
+        try:
+            version = read_os_version(memory, address, arch)
+        except InvalidAddressError as exc:
+            if arch == "x64" and not wow64:
+                tried.append("x64 offsets %s: %s" % (offsets, exc))
+                continue
+            raise
+        if _plausible(version, arch):
+            return choose_layout(*version, "x64" if wow64 else arch,
+                                 found_in="the %sPEB's own version fields at the %s offsets %s "
+                                 "(OSMajorVersion, OSMinorVersion, OSBuildNumber):" % (
+                                     "32-bit " if wow64 else "", arch, offsets))
+        tried.append("%s offsets %s give %d.%d.%d" % ((arch, offsets) + version))
+    raise DecodeError("the PEB at %#x names no Windows version a layout exists for (%s): give "
+                      "a layout" % (address, "; ".join(tried)))
+
+
+def choose_teb_layout(memory: Any, address: int, wow64: bool = False) -> Tuple[Layout, str]:
+    """The layout for the TEB at *address*: its ProcessEnvironmentBlock (read at
+    the offset every layout of the architecture shares, once NtTib.Self shows
+    the architecture) leads to the PEB, whose version fields choose it
+    (:func:`choose_peb_layout`).
+
+    Raises:
+        InvalidAddressError: the TEB or the PEB's version fields cannot be read.
+        DecodeError: NtTib.Self does not hold the TEB's address at the x64 or
+            x86 offsets, or the PEB names no known version.
+    """
+    for arch in (("x86",) if wow64 else ("x64", "x86")):
+        width = 8 if arch == "x64" else 4
+        self_at = shared_offset(arch, "_TEB", "NtTib") + shared_offset(arch, "_NT_TIB", "Self")
+        if int.from_bytes(_read(memory, address + self_at, width), "little") != address:
+            continue
+        peb_at = shared_offset(arch, "_TEB", "ProcessEnvironmentBlock")
+        peb = int.from_bytes(_read(memory, address + peb_at, width), "little")
+        layout, note = choose_peb_layout(memory, peb, wow64=wow64)
+        return layout, "%s; the PEB %#x is the TEB's ProcessEnvironmentBlock (+%#x, %s)" % (
+            note, peb, peb_at, arch)
+    raise DecodeError("no TEB at %#x: NtTib.Self does not hold its own address at the x64 or "
+                      "x86 offset (give a layout)" % address)
+
+
 # -- TEB -----------------------------------------------------------------------------------
 
-def read_teb(memory: Any, address: int, layout: Layout, wow64: bool = False) -> Teb:
+def read_teb(memory: Any, address: int, layout: Any, wow64: bool = False) -> Teb:
     """Decode the TEB at ``address`` (``_TEB32`` of an x64 layout when ``wow64``).
 
     Raises:
         InvalidAddressError: the TEB cannot be read.
         UnknownStructError: the layout has no such TEB type.
+        TypeError: the arguments are not ``(memory, address, layout)``.
     """
+    address, layout = address_and_layout("read_teb", address, layout)
     layout = load_layout(layout)
     name = "_TEB32" if wow64 and layout.arch == "x64" else "_TEB"
     try:
@@ -344,8 +466,8 @@ def read_teb(memory: Any, address: int, layout: Layout, wow64: bool = False) -> 
     self_pointer = tib["Self"]
     findings = []
     if self_pointer != address:
-        findings.append("NtTib.Self is %#x, not the TEB's own address %#x" % (self_pointer,
-                                                                              address))
+        findings.append(Finding("teb-self-mismatch", "NtTib.Self is %#x, not the TEB's own "
+                                "address %#x" % (self_pointer, address)))
     return Teb(address, layout, name, self_pointer, teb["ProcessEnvironmentBlock"],
                client["UniqueProcess"], client["UniqueThread"], tib["StackBase"],
                tib["StackLimit"], tuple(findings))
@@ -364,7 +486,9 @@ def read_peb(memory: Any, address: int, layout: Any, max_modules: int = MAX_MODU
     Raises:
         InvalidAddressError: the PEB itself cannot be read (anything it
             points to that cannot be read is a finding instead).
+        TypeError: the arguments are not ``(memory, address, layout)``.
     """
+    address, layout = address_and_layout("read_peb", address, layout)
     layout = load_layout(layout)
     return _read_peb(memory, address, layout, "_PEB", layout, max_modules)
 
@@ -405,7 +529,9 @@ def read_peb32(memory: Any, address: int, layout: Any, loader_layout: Any = None
     Raises:
         InvalidAddressError: the PEB itself cannot be read.
         DecodeError: the layout has no 32-bit PEB.
+        TypeError: the arguments are not ``(memory, address, layout)``.
     """
+    address, layout = address_and_layout("read_peb32", address, layout)
     layout = load_layout(layout)
     note = None
     if layout.arch == "x86":
@@ -432,7 +558,7 @@ def _read_peb(memory: Any, address: int, layout: Layout, name: str, loader: Layo
         raise InvalidAddressError("%s at %#x cannot be read: %s" % (name, address, exc),
                                   address=exc.address, level=exc.level,
                                   entry=exc.entry) from None
-    findings: List[str] = []
+    findings: List[Finding] = []
     ldr = peb["Ldr"]
     params_address = peb["ProcessParameters"]
     image_base = peb["ImageBaseAddress"]
@@ -441,11 +567,13 @@ def _read_peb(memory: Any, address: int, layout: Layout, name: str, loader: Layo
         try:
             params = read_process_parameters(memory, params_address, loader)
         except InvalidAddressError as exc:
-            findings.append("ProcessParameters %#x cannot be read: %s" % (params_address, exc))
+            findings.append(Finding("process-parameters-unreadable",
+                                    "ProcessParameters %#x cannot be read: %s" % (params_address,
+                                                                                  exc)))
         else:
             findings += params.findings
     else:
-        findings.append("ProcessParameters is NULL")
+        findings.append(Finding("process-parameters-null", "ProcessParameters is NULL"))
     modules: Tuple[Module, ...] = ()
     walks: Tuple[ListWalk, ...] = ()
     if ldr:
@@ -454,9 +582,11 @@ def _read_peb(memory: Any, address: int, layout: Layout, name: str, loader: Layo
                                                                 max_modules)
             findings += loader_findings
         except InvalidAddressError as exc:
-            findings.append("Ldr %#x (_PEB_LDR_DATA) cannot be read: %s" % (ldr, exc))
+            findings.append(Finding("ldr-unreadable",
+                                    "Ldr %#x (_PEB_LDR_DATA) cannot be read: %s" % (ldr, exc)))
     else:
-        findings.append("Ldr is NULL (the loader has not run yet, or the PEB is not one)")
+        findings.append(Finding("ldr-null", "Ldr is NULL (the loader has not run yet, or the "
+                                            "PEB is not one)"))
     return Peb(address, layout, name, bool(peb["BeingDebugged"]), image_base, ldr,
                params_address, params, modules, walks, tuple(findings), peb,
                loader if loader is not layout else None)
@@ -475,11 +605,12 @@ def read_process_parameters(memory: Any, address: int, layout: Layout) -> Proces
         InvalidAddressError: the block itself cannot be read.
     """
     rupp = _struct_at(memory, layout, "_RTL_USER_PROCESS_PARAMETERS", address)
-    findings: List[str] = []
+    findings: List[Finding] = []
     normalized = bool(rupp["Flags"] & RTL_USER_PROC_PARAMS_NORMALIZED)
     if not normalized:
-        findings.append("process parameters are not normalized (Flags %#x): Buffers are offsets "
-                        "from %#x" % (rupp["Flags"], address))
+        findings.append(Finding("process-parameters-not-normalized",
+                                "process parameters are not normalized (Flags %#x): Buffers are "
+                                "offsets from %#x" % (rupp["Flags"], address)))
 
     def text(header: Struct, what: str) -> UnicodeString:
         if not normalized and header["Buffer"]:
@@ -490,7 +621,7 @@ def read_process_parameters(memory: Any, address: int, layout: Layout) -> Proces
             rebased[spec.offset:spec.offset + size] = value.to_bytes(size, "little")
             header = Struct(layout, header.name, bytes(rebased), header.address)
         value = string_from_header(memory, header)
-        findings.extend("%s: %s" % (what, f) for f in value.findings)
+        findings.extend(f.within(what) for f in value.findings)
         return value
 
     image_path = text(rupp["ImagePathName"], "ImagePathName")
@@ -507,17 +638,18 @@ def read_process_parameters(memory: Any, address: int, layout: Layout) -> Proces
 
 
 def read_environment(memory: Any, address: int, size: Optional[int] = None,
-                     limit: int = MAX_ENVIRONMENT) -> Tuple[List[str], List[str]]:
+                     limit: int = MAX_ENVIRONMENT) -> Tuple[List[str], List[Finding]]:
     """The ``NAME=value`` strings of an environment block (UTF-16, NUL-separated,
     ending with an empty string), read page by page up to ``size`` bytes
     (EnvironmentSize, Vista+) or ``limit``."""
-    findings: List[str] = []
+    findings: List[Finding] = []
     if not address:
-        return [], ["Environment is NULL"]
+        return [], [Finding("environment-null", "Environment is NULL")]
     bound = limit
     if size:
         if size > limit:
-            findings.append("EnvironmentSize %#x is above the limit of %#x bytes" % (size, limit))
+            findings.append(Finding("environment-limit", "EnvironmentSize %#x is above the limit "
+                                    "of %#x bytes" % (size, limit)))
         bound = min(size, limit)
     data = bytearray()
     ended = False
@@ -527,8 +659,8 @@ def read_environment(memory: Any, address: int, size: Optional[int] = None,
         try:
             data += _read(memory, position, chunk)
         except InvalidAddressError as exc:
-            findings.append("environment block at %#x stops being readable at %#x: %s" % (
-                address, position, exc))
+            findings.append(Finding("environment-unreadable", "environment block at %#x stops "
+                                    "being readable at %#x: %s" % (address, position, exc)))
             break
         position += chunk
         end = _double_nul(data, max(0, len(data) - chunk - 4) & ~1)
@@ -539,8 +671,9 @@ def read_environment(memory: Any, address: int, size: Optional[int] = None,
     if not ended and not findings:
         end = _double_nul(data)
         if end is None:
-            findings.append("environment block at %#x has no terminating empty string within "
-                            "%#x bytes" % (address, len(data)))
+            findings.append(Finding("environment-unterminated", "environment block at %#x has "
+                                    "no terminating empty string within %#x bytes" % (
+                                        address, len(data))))
         else:
             data = data[:end]
     strings = []
@@ -548,8 +681,8 @@ def read_environment(memory: Any, address: int, size: Optional[int] = None,
         if piece:
             strings.append(piece)
     if "\ufffd" in "".join(strings) and b"\xfd\xff" not in data:
-        findings.append("environment block at %#x holds invalid UTF-16 (replaced by U+FFFD)"
-                        % address)
+        findings.append(Finding("environment-invalid-utf16", "environment block at %#x holds "
+                                "invalid UTF-16 (replaced by U+FFFD)" % address))
     return strings, findings
 
 
@@ -571,16 +704,22 @@ def _double_nul(data: bytearray, start: int = 0) -> Optional[int]:
 
 # -- loader lists ---------------------------------------------------------------------------
 
-def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
-              max_entries: int = MAX_MODULES, name: str = "list") -> ListWalk:
-    """Follow Flink from the list head at ``head`` until it comes back.
+def walk_list(memory: Any, address: Optional[int] = None, link_offset: int = 0,
+              pointer_size: Optional[int] = None, max_entries: int = MAX_MODULES,
+              name: str = "list", *, head: Optional[int] = None) -> ListWalk:
+    """Follow Flink from the list head at ``address`` until it comes back
+    (``head=``: the old keyword of ``address``, accepted for one release).
 
     Returns the entry addresses (link address minus ``link_offset``). Ends
     with a finding when the list loops without returning to the head, points
     at unreadable memory, has a Blink that does not point back, or exceeds
     ``max_entries``.
     """
-    findings: List[str] = []
+    head = renamed_argument("walk_list", "head", head, "address", address)
+    if pointer_size not in (4, 8):
+        raise TypeError("walk_list(memory, address, link_offset, pointer_size, ...): "
+                        "pointer_size must be 4 or 8 (got %r)" % (pointer_size,))
+    findings: List[Finding] = []
     entries: List[int] = []
     seen = {head}
     previous = head
@@ -588,24 +727,28 @@ def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
     try:
         current = int.from_bytes(_read(memory, head, pointer_size), "little")
     except InvalidAddressError as exc:
-        return ListWalk(name, head, (), ("%s: list head %#x cannot be read: %s" % (
-            name, head, exc),))
+        return ListWalk(name, head, (), (Finding("list-head-unreadable", "%s: list head %#x "
+                                                 "cannot be read: %s" % (name, head, exc)),))
     while current != head:
         if current == 0:
-            findings.append("%s: Flink after %#x is NULL (list broken)" % (name, previous))
+            findings.append(Finding("list-broken", "%s: Flink after %#x is NULL (list broken)"
+                                    % (name, previous)))
             break
         if current in seen:
-            findings.append("%s: list loops at %#x (reached again after %d entries, without "
-                            "returning to the head %#x)" % (name, current, len(entries), head))
+            findings.append(Finding("list-loop", "%s: list loops at %#x (reached again after %d "
+                                    "entries, without returning to the head %#x)" % (
+                                        name, current, len(entries), head)))
             break
         if len(entries) >= max_entries:
-            findings.append("%s: cap of %d entries hit; walk stopped" % (name, max_entries))
+            findings.append(Finding("list-limit", "%s: cap of %d entries hit; walk stopped" % (
+                name, max_entries)))
             break
         try:
             links = _read(memory, current, 2 * pointer_size)
         except InvalidAddressError:
-            findings.append("%s: entry points outside memory: Flink %#x after %#x cannot be "
-                            "read" % (name, current, previous))
+            findings.append(Finding("list-outside-memory", "%s: entry points outside memory: "
+                                    "Flink %#x after %#x cannot be read" % (name, current,
+                                                                             previous)))
             break
         seen.add(current)
         entries.append((current - link_offset) & ((1 << (8 * pointer_size)) - 1))
@@ -613,37 +756,44 @@ def walk_list(memory: Any, head: int, link_offset: int, pointer_size: int,
         if blink != previous:
             bad_blinks += 1
             if bad_blinks == 1:
-                findings.append("%s: Blink of %#x is %#x, not the previous link %#x" % (
-                    name, current, blink, previous))
+                findings.append(Finding("list-blink-mismatch", "%s: Blink of %#x is %#x, not the "
+                                        "previous link %#x" % (name, current, blink, previous)))
         previous = current
         current = int.from_bytes(links[:pointer_size], "little")
     if bad_blinks > 1:
-        findings.append("%s: %d links in all have a Blink that does not point back" % (
-            name, bad_blinks))
+        findings.append(Finding("list-blink-mismatch", "%s: %d links in all have a Blink that "
+                                "does not point back" % (name, bad_blinks)))
     return ListWalk(name, head, tuple(entries), tuple(findings))
 
 
-def read_module(memory: Any, entry: int, layout: Layout) -> Module:
-    """Decode one ``_LDR_DATA_TABLE_ENTRY``.
+def read_module(memory: Any, address: Optional[int] = None, layout: Any = None, *,
+                entry: Optional[int] = None) -> Module:
+    """Decode the ``_LDR_DATA_TABLE_ENTRY`` at ``address`` (``entry=``: the old
+    keyword, accepted for one release).
 
     Raises:
         InvalidAddressError: the entry cannot be read.
     """
+    entry = renamed_argument("read_module", "entry", entry, "address", address)
+    entry, layout = address_and_layout("read_module", entry, layout)
+    layout = load_layout(layout)
     record = _struct_at(memory, layout, "_LDR_DATA_TABLE_ENTRY", entry)
     findings = []
     names = {}
     for member in ("BaseDllName", "FullDllName"):
         value = string_from_header(memory, record[member])
         names[member] = value.text
-        findings += ["%s: %s" % (member, f) for f in value.findings]
+        findings += [f.within(member) for f in value.findings]
     return Module(entry, record["DllBase"], record["SizeOfImage"], record.get("EntryPoint"),
                   names["BaseDllName"], names["FullDllName"], (), tuple(findings))
 
 
-def read_loader_lists(memory: Any, ldr: int, layout: Layout, image_base: Optional[int] = None,
-                      max_modules: int = MAX_MODULES
-                      ) -> Tuple[Tuple[Module, ...], Tuple[ListWalk, ...], List[str]]:
-    """Walk the three module lists of ``_PEB_LDR_DATA`` at ``ldr`` and compare them.
+def read_loader_lists(memory: Any, address: Optional[int] = None, layout: Any = None,
+                      image_base: Optional[int] = None, max_modules: int = MAX_MODULES, *,
+                      ldr: Optional[int] = None
+                      ) -> Tuple[Tuple[Module, ...], Tuple[ListWalk, ...], List[Finding]]:
+    """Walk the three module lists of the ``_PEB_LDR_DATA`` at ``address`` and
+    compare them (``ldr=``: the old keyword of ``address``, for one release).
 
     Returns the modules (load order first, then any found only in the other
     lists), each list walk, and the findings: broken walks, and modules
@@ -653,8 +803,11 @@ def read_loader_lists(memory: Any, ldr: int, layout: Layout, image_base: Optiona
     Raises:
         InvalidAddressError: ``_PEB_LDR_DATA`` itself cannot be read.
     """
+    ldr = renamed_argument("read_loader_lists", "ldr", ldr, "address", address)
+    ldr, layout = address_and_layout("read_loader_lists", ldr, layout)
+    layout = load_layout(layout)
     header = _struct_at(memory, layout, "_PEB_LDR_DATA", ldr)
-    findings: List[str] = []
+    findings: List[Finding] = []
     walks = []
     for head_member, link_member, short in LISTS:
         head = ldr + layout.offset("_PEB_LDR_DATA", head_member)
@@ -677,20 +830,21 @@ def read_loader_lists(memory: Any, ldr: int, layout: Layout, image_base: Optiona
         try:
             module = read_module(memory, entry, layout)
         except (InvalidAddressError, TruncatedDataError) as exc:
-            findings.append("module entry %#x cannot be read: %s" % (entry, exc))
+            findings.append(Finding("module-unreadable",
+                                    "module entry %#x cannot be read: %s" % (entry, exc)))
             continue
         lists = tuple(membership[entry])
         modules.append(replace(module, lists=lists))
-        findings += ["module %s at %#x: %s" % (module.name, module.base, f)
+        findings += [f.within("module %s at %#x" % (module.name, module.base))
                      for f in module.findings]
         for expected in ("load", "memory", "init"):
             if expected in lists or expected not in complete:
                 continue
             if expected == "init" and image_base is not None and module.base == image_base:
                 continue
-            findings.append("module %s (entry %#x, base %#x) is in the %s list%s but not in "
-                            "the %s-order list: unlinked" % (
-                                module.name, entry, module.base,
-                                "/".join(lists), "s" if len(lists) > 1 else "", expected))
+            findings.append(Finding("module-unlinked", "module %s (entry %#x, base %#x) is in the "
+                                    "%s list%s but not in the %s-order list: unlinked" % (
+                                        module.name, entry, module.base, "/".join(lists),
+                                        "s" if len(lists) > 1 else "", expected)))
     del header
     return tuple(modules), tuple(walks), findings

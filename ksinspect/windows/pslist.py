@@ -29,21 +29,34 @@ from ..views.text import table
 from ..views.html import html_pre
 from .eprocess import PROCESS_OBJECT, Process, decode_eprocess
 from .kernel import KernelImage, find_kernel, initial_system_process, read_kernel_image
+from ._api import address_and_layout
+from .findings import Finding, finding_dicts
 from .layout import Layout
+from .layout_files import load_layout
 
 MAX_PROCESSES = 1 << 16     # entries before a walk stops (real systems: a few thousand)
 COLUMNS = ("pid", "ppid", "name", "eprocess", "dtb", "peb", "create_time", "exit_time", "wow64")
+# The JSON / CSV record: the columns, then every finding on that process.
+RECORD_COLUMNS = COLUMNS + ("findings",)
 HEX_COLUMNS = ("eprocess", "dtb", "peb", "wow64")
 
 
 @dataclass
 class ListedProcess:
-    """A process reached by the walk, with what its own address space showed."""
+    """A process reached by the walk, with what its own address space showed.
+
+    Attributes:
+        errors: what stopped its PEB from being read (findings
+            ``dtb-unusable``, ``peb-unreadable``).
+        findings: what the walk found at this process (a Flink from it that
+            loops, breaks or leaves the image...); also in ProcessList.findings.
+    """
 
     process: Process
     peb: Any = None               # ksinspect.windows.peb.Peb
     peb32: Any = None             # the 32-bit PEB of a WoW64 process
-    errors: List[str] = dataclass_field(default_factory=list)
+    errors: List[Finding] = dataclass_field(default_factory=list)
+    findings: List[Finding] = dataclass_field(default_factory=list)
 
     @property
     def command_line(self) -> Optional[str]:
@@ -57,7 +70,10 @@ class ListedProcess:
         return self.peb.modules if self.peb is not None else ()
 
     def to_dict(self) -> dict:
-        return self.process.to_dict()
+        """The process's record and ``findings``: its own anomalies, what the
+        walk found at it, what stopped its PEB from being read."""
+        return dict(self.process.to_dict(), findings=finding_dicts(
+            list(self.process.anomalies) + self.findings + self.errors))
 
 
 @dataclass
@@ -65,7 +81,7 @@ class ProcessList:
     """The processes on ActiveProcessLinks, in list order, and what the walk found."""
 
     entries: List[ListedProcess]
-    findings: List[str]
+    findings: List[Finding]
     start: int
     started_from: str
     head: Optional[int] = None
@@ -92,7 +108,7 @@ class ProcessList:
 
     def to_dict(self) -> List[dict]:
         """The pslist JSON: one {pid, ppid, name, eprocess, dtb, peb, create_time,
-        exit_time, wow64} per process."""
+        exit_time, wow64, findings} per process (findings: ``{code, message}``)."""
         return [e.to_dict() for e in self.entries]
 
     def table(self) -> str:
@@ -102,6 +118,14 @@ class ProcessList:
             row["command_line"] = e.command_line
             rows.append(row)
         return table(rows, COLUMNS + ("command_line",), HEX_COLUMNS)
+
+    def explain_findings(self) -> List[str]:
+        """The lines under the table: PEB read errors as notes, then findings."""
+        lines = []
+        for e in self.entries:
+            for error in e.errors:
+                lines.append("Note: process %d %s: %s" % (e.process.pid, e.process.name, error))
+        return lines + ["Finding: " + f for f in self.findings]
 
     def explain(self) -> str:
         lines = ["%d processes on ActiveProcessLinks (layout %s), starting from %s at %#x" % (
@@ -113,11 +137,7 @@ class ProcessList:
             lines.append("Kernel: %s" % self.kernel)
         if self.head is not None:
             lines.append("List head (not a process) at %#x%s" % (self.head, self._head_where()))
-        lines += ["", self.table()]
-        for e in self.entries:
-            for error in e.errors:
-                lines.append("Note: process %d %s: %s" % (e.process.pid, e.process.name, error))
-        lines += ["Finding: " + f for f in self.findings]
+        lines += ["", self.table()] + self.explain_findings()
         return "\n".join(lines)
 
     def _head_where(self) -> str:
@@ -165,35 +185,42 @@ def read_process_environment(entry: ListedProcess, space: AddressSpace, layout: 
     try:
         own = process_space(space, p.dtb)
     except KsinspectError as exc:
-        entry.errors.append("its DirectoryTableBase %#x is not usable: %s" % (p.dtb, exc))
+        entry.errors.append(Finding("dtb-unusable", "its DirectoryTableBase %#x is not usable: %s"
+                                    % (p.dtb, exc)))
         return
     if p.peb:
         try:
             entry.peb = read_peb(own, p.peb, layout, max_modules)
         except KsinspectError as exc:
-            entry.errors.append("PEB at %#x: %s" % (p.peb, exc))
+            entry.errors.append(Finding("peb-unreadable", "PEB at %#x: %s" % (p.peb, exc)))
     if p.peb32:
         try:
             entry.peb32 = read_peb32(own, p.peb32, layout, max_modules=max_modules)
         except KsinspectError as exc:
-            entry.errors.append("32-bit PEB at %#x: %s" % (p.peb32, exc))
+            entry.errors.append(Finding("peb-unreadable", "32-bit PEB at %#x: %s" % (p.peb32,
+                                                                                     exc)))
 
 
-def walk_processes(space: AddressSpace, layout: Layout, start: int, started_from: str = "EPROCESS",
+def walk_processes(space: AddressSpace, start: int, layout: Any, started_from: str = "EPROCESS",
                    max_entries: int = MAX_PROCESSES, read_pebs: bool = True,
                    kernel: Optional[KernelImage] = None) -> ProcessList:
     """Walk ActiveProcessLinks from the EPROCESS at ``start``.
+
+    The order before this release, ``walk_processes(space, layout, start)``,
+    is still accepted for one release, with a DeprecationWarning.
 
     Raises:
         InvalidAddressError: the start EPROCESS itself cannot be read.
         DecodeError: the layout lacks what the walk needs.
     """
+    start, layout = address_and_layout("walk_processes", start, layout, old_order=True)
+    layout = load_layout(layout)
     ptr = layout.pointer_size
     links_off = layout.offset("_EPROCESS", "ActiveProcessLinks")
     size = layout.sizeof("_EPROCESS")
     if not size:
         raise DecodeError("layout %s does not give sizeof(_EPROCESS)" % layout.name)
-    findings: List[str] = []
+    findings: List[Finding] = []
 
     def decode(va: int) -> Process:
         data = space.read(va, size)
@@ -201,13 +228,21 @@ def walk_processes(space: AddressSpace, layout: Layout, start: int, started_from
             pa = space.vtop(va)
         except KsinspectError:
             pa = None
-        return decode_eprocess(layout, data, va, pa, space.read)
+        return decode_eprocess(data, layout, va, pa, space.read)
 
     first = decode(start)
-    if first.header_type != PROCESS_OBJECT:
-        findings.append("the start %#x is not a process object (Pcb.Header.Type %d)" % (
-            start, first.header_type))
     entries = [ListedProcess(first)]
+
+    def found(code: str, message: str) -> None:
+        # each finding of the walk is made at the last process reached: the one
+        # whose ActiveProcessLinks led to it (the list head is not a process)
+        finding = Finding(code, message)
+        findings.append(finding)
+        entries[-1].findings.append(finding)
+
+    if first.header_type != PROCESS_OBJECT:
+        found("start-not-a-process", "the start %#x is not a process object (Pcb.Header.Type "
+                                     "%d)" % (start, first.header_type))
     start_node = start + links_off
     visited = {start_node: first}
     node, owner = start_node, first
@@ -219,41 +254,44 @@ def walk_processes(space: AddressSpace, layout: Layout, start: int, started_from
         if flink == start_node:
             break
         if flink == 0:
-            findings.append("ActiveProcessLinks.Flink of %s is null: the list is broken; the "
-                            "walk stops" % who)
+            found("list-broken", "ActiveProcessLinks.Flink of %s is null: the list is broken; "
+                                 "the walk stops" % who)
             break
         if flink in visited or flink == head:
-            findings.append("ActiveProcessLinks.Flink of %s goes back to %#x, which the walk "
-                            "already visited but is not where it started: the list loops; "
-                            "the walk stops" % (who, flink))
+            found("list-loop", "ActiveProcessLinks.Flink of %s goes back to %#x, which the walk "
+                               "already visited but is not where it started: the list loops; "
+                               "the walk stops" % (who, flink))
             break
         if len(entries) >= max_entries:
-            findings.append("the walk stopped after %d processes (max_entries)" % max_entries)
+            found("list-limit", "the walk stopped after %d processes (max_entries)"
+                  % max_entries)
             break
         try:
             next_flink, next_blink = _links(space, flink, ptr)
         except InvalidAddressError as exc:
-            findings.append("ActiveProcessLinks.Flink of %s = %#x cannot be followed: %s; the "
-                            "walk stops" % (who, flink, exc))
+            found("list-outside-memory", "ActiveProcessLinks.Flink of %s = %#x cannot be "
+                                         "followed: %s; the walk stops" % (who, flink, exc))
             break
         if next_blink != node:
-            findings.append("the entry at %#x (after %s) has Blink %#x, not %#x: the list's back "
-                            "links disagree (edited list?)" % (flink, who, next_blink, node))
+            found("list-blink-mismatch", "the entry at %#x (after %s) has Blink %#x, not %#x: "
+                                         "the list's back links disagree (edited list?)" % (
+                                             flink, who, next_blink, node))
         candidate = flink - links_off
         if _header_type(space, layout, candidate) != PROCESS_OBJECT:
             if head is None:
                 head = flink            # PsActiveProcessHead: a bare LIST_ENTRY
                 node = flink
                 continue
-            findings.append("the entry at %#x (after %s) is not a process (Pcb.Header.Type is "
-                            "not 3) and the list head was already seen at %#x; the walk stops"
-                            % (flink, who, head))
+            found("list-entry-not-a-process", "the entry at %#x (after %s) is not a process "
+                                              "(Pcb.Header.Type is not 3) and the list head was "
+                                              "already seen at %#x; the walk stops"
+                  % (flink, who, head))
             break
         try:
             process = decode(candidate)
         except InvalidAddressError as exc:
-            findings.append("the EPROCESS at %#x (after %s) cannot be read whole: %s; the walk "
-                            "stops" % (candidate, who, exc))
+            found("eprocess-unreadable", "the EPROCESS at %#x (after %s) cannot be read whole: "
+                                         "%s; the walk stops" % (candidate, who, exc))
             break
         visited[flink] = process
         entries.append(ListedProcess(process))
@@ -357,10 +395,10 @@ def pslist(memory: Any, layout: Layout, start: Optional[int] = None, cr3: Option
                                                                 kernel.base)
     else:
         started_from = "the EPROCESS given"
-    result = walk_processes(space, layout, start, started_from, max_entries, read_pebs, kernel)
+    result = walk_processes(space, start, layout, started_from, max_entries, read_pebs, kernel)
     result.cr3_source = how
     return result
 
 
-__all__ = ["COLUMNS", "ListedProcess", "MAX_PROCESSES", "ProcessList", "kernel_space",
+__all__ = ["COLUMNS", "RECORD_COLUMNS", "ListedProcess", "MAX_PROCESSES", "ProcessList", "kernel_space",
            "layout_space", "pslist", "process_space", "read_process_environment", "walk_processes"]

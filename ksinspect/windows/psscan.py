@@ -33,7 +33,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from .._native.scan import ALIGNED, CSTRING, MASKED_EQUAL, RANGE, ZERO_OK, ScanSpec
 from ..errors import DecodeError, KsinspectError
 from ..views.html import html_pre
-from .eprocess import MAX_PID, PROCESS_OBJECT, Process, decode_eprocess, resolve_peb32
+from ..views.text import table
+from .eprocess import (MAX_PID, PROCESS_OBJECT, Process, decode_eprocess, resolve_peb32,
+                       wow64_finding)
+from .findings import Finding, finding_dicts
 from .layout import Layout
 
 DEFAULT_CHUNK = 64 << 20
@@ -45,6 +48,11 @@ MAXPHYADDR_LIMIT = (1 << 52) - 1
 # repeat an EPROCESS would otherwise give one per copy (about 850 000 per GiB
 # of win7 x64 records, each decoded in Python).
 MAX_CANDIDATES = 1 << 16
+
+# The table (Volatility's psscan columns that the scan fills): the record key
+# of each column and its header.
+TABLE_COLUMNS = ("physical", "pid", "ppid", "name", "create_time", "exit_time", "in_list")
+TABLE_HEADERS = ("Offset(P)", "PID", "PPID", "Name", "Create time", "Exit time", "In list")
 
 
 def _path_offset(layout: Layout, struct_name: str, *path: str) -> Tuple[int, str]:
@@ -211,10 +219,16 @@ def _release_pages(buffer: Any, start: int, length: int) -> None:
 
 @dataclass
 class ScanHit:
-    """One candidate: the decoded process and what the list walk says of it."""
+    """One candidate: the decoded process and what the list walk says of it.
+
+    Attributes:
+        findings: what the cross-reference found (``process-unlinked``); the
+            process's own anomalies are ``process.anomalies``.
+    """
 
     process: Process
     in_list: Optional[bool] = None       # None: no list to compare with
+    findings: List[Finding] = dataclass_field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -229,7 +243,16 @@ class ScanHit:
         record["physical"] = self.process.physical
         record["in_list"] = self.in_list
         record["status"] = self.status
+        record["findings"] = finding_dicts(list(self.process.anomalies) + self.findings)
         return record
+
+    def table_row(self) -> dict:
+        """The table's cells: the status words where the JSON has in_list."""
+        row = self.to_dict()
+        row["in_list"] = {"-": "-", "listed": "yes"}.get(self.status, "no (%s)" % self.status)
+        for key in ("create_time", "exit_time"):
+            row[key] = row[key] or "-"
+        return row
 
 
 @dataclass
@@ -240,7 +263,7 @@ class ScanResult:
     constraints: List[str]
     anchors: int
     layout: str
-    findings: List[str] = dataclass_field(default_factory=list)
+    findings: List[Finding] = dataclass_field(default_factory=list)
 
     def __iter__(self) -> Iterator[ScanHit]:
         return iter(self.hits)
@@ -261,10 +284,15 @@ class ScanResult:
                  "word)" % (self.layout, len(self.hits), self.anchors), "Constraints:"]
         lines += ["  " + c for c in self.constraints]
         lines.append("")
-        for h in self.hits:
-            lines.append("  %s [%s]" % (h.process, h.status))
+        lines.append(self.table())
         lines += ["Finding: " + f for f in self.findings]
         return "\n".join(lines)
+
+    def table(self) -> str:
+        """One row per candidate: Offset(P), PID, PPID, name, create and exit
+        time, and whether the process list reaches it."""
+        return table([h.table_row() for h in self.hits], TABLE_COLUMNS,
+                     hex_columns=("physical",), headers=TABLE_HEADERS)
 
     def _repr_html_(self) -> str:
         return html_pre(self.explain())
@@ -338,18 +366,20 @@ def psscan(memory: Any, layout: Layout, space: Any = None, chunk: int = DEFAULT_
     addresses, anchors = scan_memory(memory, spec, chunk, progress, max_hits=max_candidates + 1)
     capped = None
     if len(addresses) > max_candidates:
-        capped = ("the scan stopped after %d candidates (max_candidates): candidates from "
-                  "physical %#x on are not listed" % (max_candidates, addresses[max_candidates]))
+        capped = Finding("scan-limit", "the scan stopped after %d candidates (max_candidates): "
+                                       "candidates from physical %#x on are not listed" % (
+                                           max_candidates, addresses[max_candidates]))
         del addresses[max_candidates:]
     size = layout.sizeof("_EPROCESS")
     hits: List[ScanHit] = []
     for pa in addresses:
         available = _available(memory, pa, size)
         data = memory.read(pa, available) + bytes(size - available)
-        process = decode_eprocess(layout, data, None, pa)
+        process = decode_eprocess(data, layout, None, pa)
         if available < size:
-            process = replace(process, anomalies=process.anomalies + (
-                "only %d of the %d EPROCESS bytes are in the image" % (available, size),))
+            process = replace(process, anomalies=process.anomalies + (Finding(
+                "eprocess-truncated", "only %d of the %d EPROCESS bytes are in the image" % (
+                    available, size)),))
         hits.append(ScanHit(process))
     result = ScanResult(hits, constraints, anchors, layout.name)
     if capped:
@@ -373,17 +403,20 @@ def cross_reference(result: ScanResult, layout: Layout, space: Any = None,
             if process.wow64_pointer and process.peb32 is None and process.struct is not None:
                 peb32, why = resolve_peb32(layout, process.wow64_pointer, space.read)
                 process = replace(process, peb32=peb32, anomalies=process.anomalies + (
-                    ("WoW64 process: " + why,) if why else ()))
+                    (wow64_finding(why),) if why else ()))
         hit.process = process
         if listed is not None:
             hit.in_list = process.physical in listed_pa
     for h in result.unlinked:
-        result.findings.append(
-            "process %d %s at physical %#x is not in the ActiveProcessLinks list and has no "
-            "exit time: unlinked (DKOM) or the walk stopped early" % (
-                h.process.pid, h.process.name, h.process.physical))
+        finding = Finding("process-unlinked", "process %d %s at physical %#x is not in the "
+                                              "ActiveProcessLinks list and has no exit time: "
+                                              "unlinked (DKOM) or the walk stopped early" % (
+                                                  h.process.pid, h.process.name,
+                                                  h.process.physical))
+        result.findings.append(finding)
+        h.findings.append(finding)
     return result
 
 
-__all__ = ["DEFAULT_CHUNK", "MAX_CANDIDATES", "ScanHit", "ScanResult", "cross_reference",
+__all__ = ["DEFAULT_CHUNK", "MAX_CANDIDATES", "TABLE_COLUMNS", "TABLE_HEADERS", "ScanHit", "ScanResult", "cross_reference",
            "eprocess_constraints", "psscan", "recover_address", "scan_memory"]

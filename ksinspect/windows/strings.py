@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
+from .findings import Finding, finding_dicts
 from .layout import Layout
 from .struct import Struct
 
@@ -34,7 +35,8 @@ class UnicodeString:
         raw: the bytes read from the buffer.
         length, maximum_length, buffer: the header's three members.
         address: where the header was read, when known.
-        findings: what is wrong with it, one sentence each.
+        findings: what is wrong with it (:class:`~.findings.Finding`: a
+            sentence with a code).
     """
 
     text: Optional[str]
@@ -43,7 +45,7 @@ class UnicodeString:
     maximum_length: int
     buffer: int
     address: Optional[int] = None
-    findings: Tuple[str, ...] = field(default=())
+    findings: Tuple[Finding, ...] = field(default=())
 
     @property
     def readable(self) -> bool:
@@ -64,19 +66,20 @@ class UnicodeString:
 
     def to_dict(self) -> dict:
         return {"text": self.text, "length": self.length, "maximum_length": self.maximum_length,
-                "buffer": self.buffer, "findings": list(self.findings)}
+                "buffer": self.buffer, "findings": finding_dicts(self.findings)}
 
     def _repr_html_(self) -> str:
         return html_pre(self.explain())
 
 
-def decode_utf16(raw: bytes) -> Tuple[str, List[str]]:
+def decode_utf16(raw: bytes) -> Tuple[str, List[Finding]]:
     """UTF-16LE bytes to text; an odd trailing byte is dropped and unpaired
     surrogates become U+FFFD, each with a finding."""
     findings = []
     if len(raw) % 2:
-        findings.append("odd byte count %d: the last byte is not part of a UTF-16 code unit "
-                        "and was dropped" % len(raw))
+        findings.append(Finding("string-odd-byte-count",
+                                "odd byte count %d: the last byte is not part of a UTF-16 code "
+                                "unit and was dropped" % len(raw)))
         raw = raw[:-1]
     try:
         return raw.decode("utf-16-le"), findings
@@ -84,8 +87,10 @@ def decode_utf16(raw: bytes) -> Tuple[str, List[str]]:
         text = raw.decode("utf-16-le", errors="replace")
         bad = sum(1 for i in range(0, len(raw), 2)
                   if 0xD800 <= int.from_bytes(raw[i:i + 2], "little") <= 0xDFFF) or 1
-        findings.append("invalid UTF-16 (unpaired surrogate at byte %d%s): replaced by U+FFFD" % (
-            exc.start, "" if bad == 1 else ", %d surrogate code units in all" % bad))
+        findings.append(Finding("string-invalid-utf16", "invalid UTF-16 (unpaired surrogate at byte "
+                                "%d%s): replaced by U+FFFD" % (
+                                    exc.start, "" if bad == 1 else
+                                    ", %d surrogate code units in all" % bad)))
         return text, findings
 
 
@@ -119,16 +124,19 @@ def string_from_header(memory: Any, header: Struct, limit: int = MAX_STRING_BYTE
                 header.layout.field(header.name, member).type))
     findings = []
     if length > maximum:
-        findings.append("Length %#x exceeds MaximumLength %#x" % (length, maximum))
+        findings.append(Finding("string-length-exceeds-maximum",
+                                "Length %#x exceeds MaximumLength %#x" % (length, maximum)))
     if length % 2:
-        findings.append("odd Length %#x: a UTF-16 string has an even byte count" % length)
+        findings.append(Finding("string-odd-length",
+                                "odd Length %#x: a UTF-16 string has an even byte count" % length))
     wanted = length
     if wanted > limit:
-        findings.append("Length %#x is above the limit of %#x bytes; text cut" % (length, limit))
+        findings.append(Finding("string-limit", "Length %#x is above the limit of %#x bytes; text "
+                                "cut" % (length, limit)))
         wanted = limit
     if buffer == 0:
         if length:
-            findings.append("Buffer is NULL but Length is %#x" % length)
+            findings.append(Finding("string-null-buffer", "Buffer is NULL but Length is %#x" % length))
             return UnicodeString(None, b"", length, maximum, buffer, header.address,
                                  tuple(findings))
         return UnicodeString("", b"", length, maximum, buffer, header.address, tuple(findings))
@@ -137,10 +145,11 @@ def string_from_header(memory: Any, header: Struct, limit: int = MAX_STRING_BYTE
     try:
         raw = _read(memory, buffer, wanted)
     except InvalidAddressError as exc:
-        findings.append("Buffer %#x (%#x bytes) is not readable: %s" % (buffer, wanted, exc))
+        findings.append(Finding("string-unreadable", "Buffer %#x (%#x bytes) is not readable: %s"
+                                % (buffer, wanted, exc)))
         return UnicodeString(None, b"", length, maximum, buffer, header.address, tuple(findings))
     text, decode_findings = decode_utf16(raw)
-    findings += [f for f in decode_findings if not f.startswith("odd byte count")]
+    findings += [f for f in decode_findings if f.code != "string-odd-byte-count"]
     return UnicodeString(text, raw, length, maximum, buffer, header.address, tuple(findings))
 
 

@@ -226,18 +226,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_struct(memory: Any, layout: Layout, name: str, address: int,
+def read_struct(memory: Any, address: int, layout: Any, name: str,
                 fields: Optional[List[str]] = None) -> Struct:
-    """Read a structure from ``memory.read(address, size)``.
+    """Read the structure ``name`` at ``address`` from ``memory.read(address, size)``.
 
     Only the bytes up to the end of the last member needed are read (the
     whole structure when ``fields`` is None and its size is known), so a
-    structure at the end of a mapped page can still be decoded.
+    structure at the end of a mapped page can still be decoded. The order
+    before this release, ``read_struct(memory, layout, name, address)``, is
+    accepted for one release, with a DeprecationWarning.
 
     Raises:
         InvalidAddressError: from ``memory.read``.
         UnknownStructError, UnknownFieldError: the layout lacks the structure or a member.
+        TypeError: the arguments are neither order.
     """
+    from ._api import address_and_layout, is_layout
+    from .layout_files import load_layout
+    if is_layout(address) and isinstance(layout, str) and isinstance(name, int) and \
+            not isinstance(name, bool):
+        import warnings
+        warnings.warn("read_struct(memory, layout, name, address) is the old argument order; "
+                      "use read_struct(memory, address, layout, name): the old order stops "
+                      "working in the next release", DeprecationWarning, stacklevel=2)
+        address, layout, name = name, address, layout
+    address, layout = address_and_layout("read_struct", address, layout)
+    layout = load_layout(layout)
     shape = layout.struct(name)
     wanted = [layout.field(name, f) for f in fields] if fields is not None \
         else list(shape.fields.values())
