@@ -94,6 +94,22 @@ INSTALL_HINTS = {
 WINE_DEFAULTS = {"WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
 
 
+def test_requirements():
+    """The test runner at the versions the Python running this tool has, where
+    it has them: tools/windows_suite.py compares each test's outcome by its
+    ID, and pytest versions name parametrized tests differently (9.2 shortens
+    long byte-string IDs to ``page0``, 9.0 spells them out). The newest
+    otherwise."""
+    from importlib import metadata
+    pinned = []
+    for name in TEST_REQUIREMENTS:
+        try:
+            pinned.append("%s==%s" % (name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
 class EnvironmentMissing(Exception):
     """Something needed to run is not there: one line saying what to install (exit 2)."""
 
@@ -276,7 +292,7 @@ class WinPython:
 
     def requirements(self):
         project = windows_wheel._toml()["project"]
-        return sorted(project.get("dependencies", [])) + list(TEST_REQUIREMENTS)
+        return sorted(project.get("dependencies", [])) + test_requirements()
 
     def _platform_args(self):
         return ["--platform", "win_amd64", "--only-binary=:all:", "--python-version",
