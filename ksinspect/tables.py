@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import DecodeError, TruncatedDataError
+from .findings import Finding
 from .memory.cpu import SEGMENT_NAMES
 from .symbols import SymbolTable
 from .views.html import descriptor_table_html, interrupt_table_html
@@ -45,20 +46,6 @@ _GATE_KINDS = (DescriptorKind.INTERRUPT_GATE, DescriptorKind.TRAP_GATE, Descript
 # type (without the accessed bit), S, DPL, P, AVL, L, D/B, G.
 _ATTRIBUTE_MASK = 0x00F0FE00
 _TSS_BUSY_BIT = 0x200
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something worth a look, with a stable code for scripts."""
-
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message}
 
 
 def _descriptor_findings(descriptor: SegmentDescriptor) -> List[Finding]:

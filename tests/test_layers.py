@@ -28,6 +28,7 @@ RANKS = {
     "ksinspect": 0,                 # the package itself: its version and nothing else
     "ksinspect._version": 0,
     "ksinspect.errors": 0,
+    "ksinspect.findings": 0,        # what looks wrong, as data (every layer's)
     "ksinspect.modes": 0,           # the paging-mode facts: data, no imports
     "ksinspect.safe_text": 0,       # escaping hostile text
     "ksinspect.text_input": 0,      # bounded reading of text files

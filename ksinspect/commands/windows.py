@@ -4,7 +4,7 @@ from typing import IO
 
 from ..memory import open_image
 from ..render import emit, table
-from ..windows.findings import finding_dicts
+from ..findings import finding_dicts
 from ..windows.layout_files import available_layouts, load_layout
 from ._args import UsageError, decompress_cap, parse_int, provenance
 from .options import (WINDOWS_MODE_HELP, add_image, add_layout, add_page_tables, open_memory,

@@ -29,7 +29,7 @@ from typing import Any, List, Optional, Tuple
 from ..errors import DecodeError, InvalidAddressError, KsinspectError, TruncatedDataError
 from ..views.html import html_pre
 from ._api import address_and_layout, is_layout
-from .findings import Finding
+from ..findings import Finding
 from .layout import Layout
 from .layout_files import load_layout
 from .struct import Struct
@@ -80,7 +80,7 @@ class Process:
         header_type, header_size: Pcb.Header.Type and .Size.
         layout: the layout name.
         anomalies: facts that do not fit a live, well-formed process
-            (:class:`~.findings.Finding`: a sentence with a code; also
+            (:class:`~ksinspect.findings.Finding`: a sentence with a code; also
             :attr:`findings`).
     """
 

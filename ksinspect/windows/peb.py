@@ -32,7 +32,7 @@ from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
 from ._api import address_and_layout, renamed_argument
 from .checks import Check, CrossCheck  # noqa: F401  (Check: the old name, the same class)
-from .findings import Finding, finding_dicts
+from ..findings import Finding, finding_dicts
 from .layout import Layout
 from .layout_files import available_layouts, load_layout
 from .strings import UnicodeString, string_from_header

@@ -30,7 +30,7 @@ from ..views.html import html_pre
 from .eprocess import PROCESS_OBJECT, Process, decode_eprocess
 from .kernel import KernelImage, find_kernel, initial_system_process, read_kernel_image
 from ._api import address_and_layout
-from .findings import Finding, finding_dicts
+from ..findings import Finding, finding_dicts
 from .layout import Layout
 from .layout_files import load_layout
 

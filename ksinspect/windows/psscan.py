@@ -36,7 +36,7 @@ from ..views.html import html_pre
 from ..views.text import table
 from .eprocess import (MAX_PID, PROCESS_OBJECT, Process, decode_eprocess, resolve_peb32,
                        wow64_finding)
-from .findings import Finding, finding_dicts
+from ..findings import Finding, finding_dicts
 from .layout import Layout
 
 DEFAULT_CHUNK = 64 << 20

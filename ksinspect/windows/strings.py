@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
 from ..views.html import html_pre
-from .findings import Finding, finding_dicts
+from ..findings import Finding, finding_dicts
 from .layout import Layout
 from .struct import Struct
 
@@ -35,7 +35,7 @@ class UnicodeString:
         raw: the bytes read from the buffer.
         length, maximum_length, buffer: the header's three members.
         address: where the header was read, when known.
-        findings: what is wrong with it (:class:`~.findings.Finding`: a
+        findings: what is wrong with it (:class:`~ksinspect.findings.Finding`: a
             sentence with a code).
     """
 

@@ -1,15 +1,18 @@
-"""Findings of the Windows readers: a sentence with a stable code.
+"""A finding: something worth a look, a sentence with a stable code.
 
-A PEB, a loader list, a process list or a scanned ``_EPROCESS`` that looks
-wrong is reported as data, never raised. Each finding is a :class:`Finding`:
-its ``code`` is stable for scripts (``list-loop``, ``module-unlinked``...),
-its ``message`` one sentence for a reader, and ``to_dict()`` gives
-``{"code", "message"}``, the shape the GDT / IDT findings of
-:mod:`ksinspect.tables` have, so every command's JSON carries findings alike.
+Every layer reports what looks wrong as data, never raised: a GDT slot or
+an IDT gate (:mod:`ksinspect.tables`), a TSS (:mod:`ksinspect.task`), a
+PEB, a loader list, a process list or a scanned ``_EPROCESS``
+(:mod:`ksinspect.windows`). Each is a :class:`Finding`: its ``code`` is
+stable for scripts (``anomaly-tss-busy``, ``list-loop``,
+``module-unlinked``...), its ``message`` one sentence for a reader, and
+``to_dict()`` gives ``{"code", "message"}``, so every command's JSON carries
+findings alike.
 
-A Windows finding is also the ``str`` of its message (code written before
-findings had codes, ``"loops" in finding`` or ``"Finding: " + finding``,
-keeps working); JSON goes through ``to_dict()``.
+A finding is also the ``str`` of its message: code written before findings
+had codes (``"loops" in finding``, ``"Finding: " + finding``) keeps working,
+and two findings are equal when their messages are. JSON goes through
+``to_dict()``.
 """
 from typing import Any, Iterable, List
 
