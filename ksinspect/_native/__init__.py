@@ -66,7 +66,7 @@ if percall is not None and percall.BUILD_VERSION != __version__:  # pragma: no c
 MODULES = ("segment", "paging", "debugreg", "walk", "scan", "fields", "live", "control",
            "cpu_probe", "kdump")
 
-U64_MAX = (1 << 64) - 1
+U64_MAX = (1 << 64) - 1        # the one home of the largest uint64_t (every module here)
 _CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
@@ -144,7 +144,3 @@ def rows(out, count: int, ctype: str) -> memoryview:
 def enum_values(prefix: str) -> dict:
     """Every C enum constant whose name starts with prefix, name -> value."""
     return {name: getattr(lib, name) for name in dir(lib) if name.startswith(prefix)}
-
-
-# The names boundary modules written before the package imported.
-_layout, _raise_for, _check_u64, _new_array, _rows = layout, raise_for, check_u64, new_array, rows

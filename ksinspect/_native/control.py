@@ -11,8 +11,8 @@ import threading
 from array import array
 from typing import Sequence, Tuple
 
-from . import (ffi, layout as _layout, lib, new_array as _new_array, raise_for as _raise_for,
-               rows as _rows)
+from . import (U64_MAX, ffi, layout as _layout, lib, new_array as _new_array,
+               raise_for as _raise_for, rows as _rows)
 from ..errors import DecodeError
 
 CONTROL_FIELDS, CONTROL_RECORD = _layout("ksi_control")
@@ -20,8 +20,6 @@ CPU_STATE_FIELDS, CPU_STATE_RECORD = _layout("ksi_cpu_state")
 
 REGISTERS = {"cr0": lib.KSI_REG_CR0, "cr4": lib.KSI_REG_CR4, "efer": lib.KSI_REG_EFER,
              "rflags": lib.KSI_REG_RFLAGS, "pf": lib.KSI_REG_PF_ERROR}
-
-U64_MAX = (1 << 64) - 1
 
 
 class _Scratch(threading.local):

@@ -14,11 +14,10 @@ import weakref
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import ffi, lib, status_message
+from . import U64_MAX, ffi, lib, status_message
 
 RANK_BITS = lib.KSI_KDUMP_RANK_BITS
 FLAT_HEADER = lib.KSI_KDUMP_FLAT_HEADER
-U64_MAX = (1 << 64) - 1
 
 
 class PageIndex:
@@ -152,8 +151,6 @@ def snappy_decompress(data: Any, capacity: int) -> Tuple[Optional[bytes], str]:
 ZLIB, LZO, SNAPPY, ZSTD = lib.KSI_KDUMP_ZLIB, lib.KSI_KDUMP_LZO, lib.KSI_KDUMP_SNAPPY, \
     lib.KSI_KDUMP_ZSTD
 MAX_CACHE_PAGES = lib.KSI_KDUMP_MAX_CACHE_PAGES
-PAGE_OK, PAGE_DESCRIPTOR, PAGE_SIZE, PAGE_DATA, PAGE_FLAGS, PAGE_DECOMPRESS, \
-    PAGE_NO_DECOMPRESSOR = range(7)
 
 _LIBRARY_NAMES = {
     "zlib": {"linux": ["libz.so.1"], "darwin": ["libz.1.dylib", "libz.dylib"],
