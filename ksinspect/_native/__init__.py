@@ -23,8 +23,10 @@ kdump      ksi_kdump.c           the compressed-kdump page index
 
 Each checks arguments and lengths, calls C, turns a status into a named
 exception and hands back plain ints, tuples, bytes and memoryviews: callers
-never see cdata. Only the layers DESIGN.md allows import them (x86, paging,
-windows and, through them, the rest; tests/test_layers.py checks it).
+never see cdata. Only the layers docs/architecture.md allows import them
+("Who touches the C core": x86, paging and windows any of them, memory
+only kdump, live only live and cpu_probe; the rest through those layers;
+tests/test_layers.py checks it).
 
 Adding a concern is one module here plus its line in :data:`MODULES`.
 Decoded C structs hold only unsigned integer members, so a whole struct is
