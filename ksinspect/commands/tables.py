@@ -3,15 +3,10 @@ from ..errors import ImageFormatError
 from ..render import emit, table
 from ..table_source import read_table
 from .. import tables
+from ..views.columns import GDT_COLUMNS, IDT_COLUMNS
 from ._args import UsageError, add_max_decompressed, names_input, parse_int, provenance
 from .options import (add_cr3, add_registers, add_symbols, add_table_modes, load_symbols,
                       open_memory, page_table_options)
-
-GDT_COLUMNS = ("selector", "base", "limit", "type", "dpl", "size", "gran", "pres", "long",
-               "flags", "registers", "findings")
-IDT_COLUMNS = ("vector", "name", "kind", "selector", "offset", "ist", "dpl", "present", "symbol",
-               "findings")
-
 
 # CSV cells written in hex (addresses, selectors, raw descriptor bits), as in the table.
 CSV_HEX = ("selector", "offset", "base", "limit", "raw_limit", "raw", "raw_high", "vector",
@@ -70,13 +65,9 @@ def _source(args, which: str):
         return found.data, found.base, found.limit, memory.cpu, found.notes
 
 
-def _gdt_row(entry) -> dict:
-    d = entry.descriptor
-    return {"selector": entry.selector, "base": d.base, "limit": d.limit, "type": d.short_type,
-            "dpl": d.dpl, "size": "Bg" if d.db else "Nb", "gran": "Pg" if d.granularity else "By",
-            "pres": "P" if d.present else "NP", "long": "Lo" if d.long else "Nl",
-            "flags": d.attributes, "registers": [r.upper() for r in entry.registers],
-            "findings": [str(f) for f in entry.findings]}
+def _table(spec, entries) -> str:
+    """The text table of entries in their column spec (the notebook view's columns)."""
+    return table(spec.records(entries), spec.names, hex_columns=spec.hex_columns)
 
 
 def _selector_range(text):
@@ -101,9 +92,7 @@ def cmd_segment_table(args, out):
     result = tables.decode_table(data, which, args.descriptor_format, base, limit, cpu, notes)
     entries = [e for e in result if wanted is None or wanted[0] <= e.index <= wanted[1]]
     records = [e.to_dict() for e in entries]
-    text = "\n".join(list(result.notes) + [table(
-        [_gdt_row(e) for e in entries], GDT_COLUMNS,
-        hex_columns=("selector", "base", "limit", "flags"))])
+    text = "\n".join(list(result.notes) + [_table(GDT_COLUMNS, entries)])
     emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
     provenance(args, result.notes)
     return 0
@@ -116,9 +105,7 @@ def cmd_idt(args, out):
     result = tables.decode_idt(data, args.descriptor_format, base, limit, symbols,
                                _text_range(args), notes)
     records = [e.to_dict(symbols is not None) for e in result]
-    rows = [dict(r, findings=[f["message"] for f in r["findings"]]) for r in records]
-    text = "\n".join(list(result.notes) + [table(rows, IDT_COLUMNS,
-                                                 hex_columns=("vector", "selector", "offset"))])
+    text = "\n".join(list(result.notes) + [_table(IDT_COLUMNS, result.entries)])
     emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
     provenance(args, result.notes)
     return 0
