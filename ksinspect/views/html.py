@@ -155,7 +155,7 @@ def access_html(result: Any) -> str:
 
 
 def transfer_html(result: Any) -> str:
-    """A control transfer (ksinspect.transfer.TransferResult): its line, each check,
+    """A control transfer (ksinspect.transfer.values.TransferResult): its line, each check,
     what was pushed, the notes."""
     pushed = records_html([p.to_dict() for p in result.pushed], PUSH_COLUMNS,
                           "pushed, in order", ("value", "address")) if result.pushed else ""
