@@ -24,7 +24,6 @@ CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_LA57 = 1 << 12
-CR4_PCIDE = 1 << 17
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
