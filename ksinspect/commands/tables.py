@@ -1,21 +1,24 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
 from ..errors import ImageFormatError
+from ..memory.elf import ELF_MAGIC
+from ..memory.image import GZIP_MAGIC, XZ_MAGIC
+from ..memory.lime import LIME_SIGNATURE
 from ..render import emit, table
-from ..table_source import read_table
+from ..table_source import MAX_TABLE_LIMIT, read_table
 from .. import tables
 from ..views.columns import GDT_COLUMNS, IDT_COLUMNS
 from ._args import UsageError, add_max_decompressed, names_input, parse_int, provenance
 from .options import (add_cr3, add_registers, add_symbols, add_table_modes, load_symbols,
                       open_memory, page_table_options)
 
-# CSV cells written in hex (addresses, selectors, raw descriptor bits), as in the table.
-CSV_HEX = ("selector", "offset", "base", "limit", "raw_limit", "raw", "raw_high", "vector",
-           "ist_address")
+# CSV cells written in hex besides the address columns every command shares
+# (render.ADDRESS_COLUMNS: selectors, offsets, bases, limits, raw bits), as in the table.
+CSV_HEX = ("vector",)
 
 # A descriptor table holds at most 64 KiB (a 16-bit limit, SDM §2.4.1); a
 # raw table file is read up to one byte past that, never a whole image.
-MAX_TABLE_BYTES = 0x10000
-_IMAGE_MAGIC = (b"\x7fELF", b"EMiL", b"\xfd7zXZ\x00", b"\x1f\x8b")
+MAX_TABLE_BYTES = MAX_TABLE_LIMIT + 1
+_IMAGE_MAGIC = (ELF_MAGIC, LIME_SIGNATURE, XZ_MAGIC, GZIP_MAGIC)
 
 
 def _read_raw_table(path: str) -> bytes:

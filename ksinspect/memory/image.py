@@ -23,9 +23,9 @@ FORMATS = ("raw", "lime", "elf-qemu", "elf-kdump", "elf", "minidump", "kdump")
 MAX_DECOMPRESSED = 4 << 30
 ADDRESS_LIMIT = 1 << 64
 
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
-_LIME_MAGIC = b"EMiL"
+# The first bytes of an xz and a gzip stream (an image is decompressed first).
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
 # Dump formats that are not physical images this reader understands: say so
 # instead of reading them as raw memory.
 _UNSUPPORTED = (
@@ -366,7 +366,7 @@ def _detect(buf: Any, size: int, name: str) -> ParsedImage:
     head = bytes(buf[:16])
     if head.startswith(elf.ELF_MAGIC):
         return elf.parse(buf, size, name)
-    if head.startswith(_LIME_MAGIC):
+    if head.startswith(lime.LIME_SIGNATURE):
         return lime.parse(buf, size, name)
     # kdump and minidump are imported when an image of theirs is opened (what
     # a command's start costs: tens of ms each).
@@ -434,7 +434,7 @@ def open_image_bytes(data: bytes, name: str = "<memory>",
     data = bytes(data)
     if not data:
         raise ImageFormatError("%s: empty image" % name)
-    if data.startswith(_XZ_MAGIC) or data.startswith(_GZIP_MAGIC):
+    if data.startswith(XZ_MAGIC) or data.startswith(GZIP_MAGIC):
         raise ImageFormatError("%s: compressed data; write it to a .xz / .gz file and use "
                                "open_image" % name)
     memory = _build(data, len(data), name, None, registers, None, ())
@@ -514,9 +514,9 @@ def open_image(path: Union[str, "os.PathLike[str]"], registers: RegistersArg = N
             head = fh.read(8)
             compression = None
             lower = path.lower()
-            if lower.endswith(".xz") or head.startswith(_XZ_MAGIC):
+            if lower.endswith(".xz") or head.startswith(XZ_MAGIC):
                 compression = "xz"
-            elif lower.endswith(".gz") or head.startswith(_GZIP_MAGIC):
+            elif lower.endswith(".gz") or head.startswith(GZIP_MAGIC):
                 compression = "gzip"
             if not head:
                 raise ImageFormatError("%s: empty file" % path)

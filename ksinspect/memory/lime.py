@@ -11,6 +11,7 @@ from ..errors import ImageFormatError
 from ._parsed import MAX_LIME_RANGES, ParsedImage
 
 LIME_MAGIC = 0x4C694D45
+LIME_SIGNATURE = LIME_MAGIC.to_bytes(4, "little")     # b"EMiL": an image's first bytes
 LIME_VERSION = 1
 _HEADER = struct.Struct("<IIQQ8x")
 
