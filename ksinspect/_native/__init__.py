@@ -111,6 +111,10 @@ def raise_for(status: int, what: str) -> None:
 
 
 def check_u64(value: int, what: str) -> None:
+    """Refuse what a C ``uint64_t`` cannot hold: a negative or too wide integer, or
+    no integer at all."""
+    if not isinstance(value, int):
+        raise DecodeError("%s: %r is not an integer" % (what, value))
     if not 0 <= value <= U64_MAX:
         raise DecodeError("%s: %#x does not fit in 64 bits" % (what, value))
 
