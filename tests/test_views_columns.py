@@ -69,3 +69,18 @@ def test_the_idt_view_has_the_cli_columns_and_cells(tmp_path):
     assert cli_rows[0][:8] == rows[0][:8]
     assert cli_rows[1][:4] == rows[1][:4]
 
+
+
+def test_a_notebook_cell_keeps_findings_apart():
+    """Two findings on one gate (a handler outside the kernel text, DPL 3 on a
+    vector user code should not raise, SDM §6.12.1.1): messages hold commas, so
+    the notebook parts them with "; "."""
+    from ksinspect.symbols import Symbol, SymbolTable
+    user_gate = (0x0010 << 16 | 0x1000 | 0xEE00 << 32).to_bytes(8, "little")   # P=1, DPL 3
+    symbols = SymbolTable([Symbol(0x1000, "handler", "t")], text_range=(0x200000, 0x300000))
+    idt = decode_idt(user_gate, "legacy", symbols=symbols)
+    _headers, rows = _html_table(idt)
+    findings = [str(f) for f in idt[0].findings]
+    assert len(findings) == 2 and any("," in f for f in findings)
+    assert rows[0][IDT_NAMES.index("findings")] == "; ".join(findings)
+    assert rows[0][IDT_NAMES.index("symbol")] == "handler"

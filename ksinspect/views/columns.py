@@ -21,11 +21,13 @@ __all__ = ["Column", "ColumnSpec", "GDT_COLUMNS", "IDT_COLUMNS"]
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name (the table's header), its cell, hex or not."""
+    """One column: its name (the table's header), its cell, hex or not, and
+    what parts a list cell in a notebook (a text table joins them with ",")."""
 
     name: str
     cell: Callable[[Any], Any]
     hex: bool = False
+    separator: str = ", "
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ GDT_COLUMNS = ColumnSpec("GDT/LDT slot", (
     Column("long", lambda e: "Lo" if e.descriptor.long else "Nl"),
     Column("flags", lambda e: e.descriptor.attributes, hex=True),
     Column("registers", lambda e: [r.upper() for r in e.registers]),
-    Column("findings", _findings),
+    Column("findings", _findings, separator="; "),
 ))
 
 # An IDT vector (SDM vol. 3A §6.11, Figure 6-2; §6.14.1, Figure 6-8): a task
@@ -84,5 +86,5 @@ IDT_COLUMNS = ColumnSpec("IDT vector", (
     Column("dpl", lambda e: e.gate.dpl),
     Column("present", lambda e: e.gate.present),
     Column("symbol", lambda e: e.symbol),
-    Column("findings", _findings),
+    Column("findings", _findings, separator="; "),
 ))

@@ -105,8 +105,13 @@ def records_html(records: Sequence[dict], columns: Sequence[str], caption: str =
 def spec_html(spec: ColumnSpec, rows: Sequence[Any], caption: str = "",
               row_class: Optional[Callable[[int], str]] = None) -> str:
     """Rows laid out by their column spec (:mod:`.columns`), as the CLI lays them out."""
-    return records_html(spec.records(rows[:MAX_ROWS]), spec.names, caption, spec.hex_columns,
-                        len(rows), row_class)
+    records = spec.records(rows[:MAX_ROWS])
+    for column in spec.columns:
+        for record in records:
+            value = record[column.name]
+            if isinstance(value, (list, tuple)):
+                record[column.name] = column.separator.join(str(v) for v in value)
+    return records_html(records, spec.names, caption, spec.hex_columns, len(rows), row_class)
 
 
 def batch_html(batch: Sequence[Any], caption: str) -> str:
