@@ -12,7 +12,7 @@ import sys
 from typing import IO, Optional, Sequence
 
 from . import __version__
-from .commands._args import HelpFormatter, Parser, UsageError, standard_input_refused
+from .commands import HelpFormatter, Parser, UsageError, standard_input_refused
 from .commands.examples import epilog
 from .errors import KsinspectError, OutputError
 from .render import FORMATS

@@ -42,7 +42,7 @@ def test_cr0_of_every_guest_is_pe_mp_et_ne_wp_am_pg():
     # (SDM Figure 2-7: bits 0, 1, 4, 5, 16, 18, 31).
     for profile in PROFILES:
         cr0 = CR0.decode(qemu_registers(profile)["CR0"])
-        assert cr0.flag_names() == ["PE", "MP", "ET", "NE", "WP", "AM", "PG"]
+        assert cr0.bit_names() == ["PE", "MP", "ET", "NE", "WP", "AM", "PG"]
         assert cr0.pe and cr0.pg and cr0.wp and not cr0.cd and not cr0.anomalies
 
 
@@ -51,20 +51,20 @@ def test_cr4_of_the_guests():
     # i386 -cpu qemu32 with 2-level paging: 00000690 = PSE PGE OSFXSR OSXMMEXCPT.
     r = qemu_registers("x86_64-4level")
     cr4 = CR4.decode(r["CR4"])
-    assert cr4.flag_names() == ["PSE", "PAE", "MCE", "PGE", "OSFXSR", "OSXMMEXCPT", "UMIP",
+    assert cr4.bit_names() == ["PSE", "PAE", "MCE", "PGE", "OSFXSR", "OSXMMEXCPT", "UMIP",
                                 "FSGSBASE", "OSXSAVE", "SMEP", "SMAP", "PKE"]
     assert not cr4.la57 and CR4.decode(qemu_registers("x86_64-5level")["CR4"]).la57
-    assert CR4.decode(qemu_registers("i386-2level")["CR4"]).flag_names() == [
+    assert CR4.decode(qemu_registers("i386-2level")["CR4"]).bit_names() == [
         "PSE", "PGE", "OSFXSR", "OSXMMEXCPT"]
     assert not cr4.anomalies
 
 
 def test_efer_of_the_guests():
     # 64-bit Linux: EFER=d01 = SCE LME LMA NXE (SDM §2.2.1); i386 PAE: 800 = NXE only.
-    assert EFER.decode(qemu_registers("x86_64-4level")["EFER"]).flag_names() == [
+    assert EFER.decode(qemu_registers("x86_64-4level")["EFER"]).bit_names() == [
         "SCE", "LME", "LMA", "NXE"]
-    assert EFER.decode(qemu_registers("i386-pae")["EFER"]).flag_names() == ["NXE"]
-    assert EFER.decode(0).flag_names() == []
+    assert EFER.decode(qemu_registers("i386-pae")["EFER"]).bit_names() == ["NXE"]
+    assert EFER.decode(0).bit_names() == []
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -1,5 +1,5 @@
 """Windows test programs under Wine, for the live tests (test_live_wine.py,
-test_live_windows.py).
+test_windows_live_windows.py).
 
 tests/programs/peb_self.c is built with mingw-w64 (64-bit, and 32-bit where
 a 32-bit Wine is installed) and run under Wine; it prints what Windows tells

@@ -23,8 +23,10 @@ kdump      ksi_kdump.c           the compressed-kdump page index
 
 Each checks arguments and lengths, calls C, turns a status into a named
 exception and hands back plain ints, tuples, bytes and memoryviews: callers
-never see cdata. Only the layers DESIGN.md allows import them (x86, paging,
-windows and, through them, the rest; tests/test_layers.py checks it).
+never see cdata. Only the layers docs/architecture.md allows import them
+("Who touches the C core": x86, paging and windows any of them, memory
+only kdump, live only live and cpu_probe; the rest through those layers;
+tests/test_layers.py checks it).
 
 Adding a concern is one module here plus its line in :data:`MODULES`.
 Decoded C structs hold only unsigned integer members, so a whole struct is
@@ -66,7 +68,7 @@ if percall is not None and percall.BUILD_VERSION != __version__:  # pragma: no c
 MODULES = ("segment", "paging", "debugreg", "walk", "scan", "fields", "live", "control",
            "cpu_probe", "kdump")
 
-U64_MAX = (1 << 64) - 1
+U64_MAX = (1 << 64) - 1        # the one home of the largest uint64_t (every module here)
 _CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
@@ -109,6 +111,10 @@ def raise_for(status: int, what: str) -> None:
 
 
 def check_u64(value: int, what: str) -> None:
+    """Refuse what a C ``uint64_t`` cannot hold: a negative or too wide integer, or
+    no integer at all."""
+    if not isinstance(value, int):
+        raise DecodeError("%s: %r is not an integer" % (what, value))
     if not 0 <= value <= U64_MAX:
         raise DecodeError("%s: %#x does not fit in 64 bits" % (what, value))
 
@@ -144,7 +150,3 @@ def rows(out, count: int, ctype: str) -> memoryview:
 def enum_values(prefix: str) -> dict:
     """Every C enum constant whose name starts with prefix, name -> value."""
     return {name: getattr(lib, name) for name in dir(lib) if name.startswith(prefix)}
-
-
-# The names boundary modules written before the package imported.
-_layout, _raise_for, _check_u64, _new_array, _rows = layout, raise_for, check_u64, new_array, rows

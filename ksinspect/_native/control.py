@@ -11,8 +11,8 @@ import threading
 from array import array
 from typing import Sequence, Tuple
 
-from . import (ffi, layout as _layout, lib, new_array as _new_array, raise_for as _raise_for,
-               rows as _rows)
+from . import (check_u64 as _check_u64, ffi, layout as _layout, lib, new_array as _new_array,
+               raise_for as _raise_for, rows as _rows)
 from ..errors import DecodeError
 
 CONTROL_FIELDS, CONTROL_RECORD = _layout("ksi_control")
@@ -20,8 +20,6 @@ CPU_STATE_FIELDS, CPU_STATE_RECORD = _layout("ksi_cpu_state")
 
 REGISTERS = {"cr0": lib.KSI_REG_CR0, "cr4": lib.KSI_REG_CR4, "efer": lib.KSI_REG_EFER,
              "rflags": lib.KSI_REG_RFLAGS, "pf": lib.KSI_REG_PF_ERROR}
-
-U64_MAX = (1 << 64) - 1
 
 
 class _Scratch(threading.local):
@@ -37,11 +35,6 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def _check(value: int, what: str) -> None:
-    if not isinstance(value, int) or not 0 <= value <= U64_MAX:
-        raise DecodeError("%s %r does not fit in 64 bits" % (what, value))
-
-
 def layout(kind: int) -> Tuple[int, int]:
     """(defined bits, bits that must read 1) of one register."""
     status = lib.ksi_control_layout(kind, _scratch.defined, _scratch.one)
@@ -52,7 +45,7 @@ def layout(kind: int) -> Tuple[int, int]:
 
 def decode(kind: int, value: int, what: str) -> tuple:
     """The ksi_control fields of one value, in CONTROL_FIELDS order."""
-    _check(value, what)
+    _check_u64(value, what)
     status = lib.ksi_decode_control(kind, value, _scratch.control)
     if status:
         _raise_for(status, what)
@@ -79,6 +72,6 @@ def decode_batch(kind: int, values: Sequence[int], what: str) -> memoryview:
 def operating_mode(cr0: int, cr4: int, efer: int, rflags: int, cs_long: bool) -> tuple:
     """The ksi_cpu_state fields (mode, paging, address_bits, anomalies)."""
     for value, what in ((cr0, "CR0"), (cr4, "CR4"), (efer, "IA32_EFER"), (rflags, "RFLAGS")):
-        _check(value, what)
+        _check_u64(value, what)
     lib.ksi_cpu_operating_mode(cr0, cr4, efer, rflags, 1 if cs_long else 0, _scratch.state)
     return CPU_STATE_RECORD.unpack(_scratch.state_buf)

@@ -14,11 +14,10 @@ import weakref
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import ffi, lib, status_message
+from . import U64_MAX, ffi, lib, status_message
 
 RANK_BITS = lib.KSI_KDUMP_RANK_BITS
 FLAT_HEADER = lib.KSI_KDUMP_FLAT_HEADER
-U64_MAX = (1 << 64) - 1
 
 
 class PageIndex:
@@ -115,36 +114,39 @@ def flat_records(buf: Any, chunk: int = 65536) -> Tuple[List[Tuple[int, int, int
     return records, None
 
 
-def lzo1x_decompress(data: Any, capacity: int) -> Tuple[Optional[bytes], str]:
-    """(the decompressed bytes, "") or (None, why it failed)."""
+# Why each decoder failed, by C status (``%(capacity)d``: the room it was given).
+_LZO_FAILURES = {
+    lib.KSI_ERR_TRUNCATED: "the LZO data ends inside an instruction or before its end marker",
+    lib.KSI_ERR_CAPACITY: "the LZO data decompresses to more than %(capacity)d bytes",
+    lib.KSI_ERR_OUT_OF_RANGE: "an LZO match reaches before the start of the output",
+    lib.KSI_ERR_BAD_ARGUMENT: "bytes follow the LZO end marker"}
+_SNAPPY_FAILURES = {
+    lib.KSI_ERR_TRUNCATED: "the snappy data ends inside an element or its length",
+    lib.KSI_ERR_CAPACITY: "the snappy data decompresses to more than %(capacity)d bytes",
+    lib.KSI_ERR_OUT_OF_RANGE: "a snappy copy reaches before the start of the output",
+    lib.KSI_ERR_BAD_ARGUMENT: "the snappy length preamble does not match the data"}
+
+
+def _decompress(function, data: Any, capacity: int, failures: Dict[int, str]
+                ) -> Tuple[Optional[bytes], str]:
     src = ffi.from_buffer(data)
     out = ffi.new("uint8_t[]", max(capacity, 1))
     length = ffi.new("size_t *")
-    status = lib.ksi_lzo1x_decompress(src, len(src), out, capacity, length)
+    status = function(src, len(src), out, capacity, length)
     if status:
-        why = {lib.KSI_ERR_TRUNCATED: "the LZO data ends inside an instruction or before "
-                                      "its end marker",
-               lib.KSI_ERR_CAPACITY: "the LZO data decompresses to more than %d bytes" % capacity,
-               lib.KSI_ERR_OUT_OF_RANGE: "an LZO match reaches before the start of the output",
-               lib.KSI_ERR_BAD_ARGUMENT: "bytes follow the LZO end marker"}
-        return None, why.get(status, status_message(status))
+        why = failures.get(status)
+        return None, why % {"capacity": capacity} if why else status_message(status)
     return bytes(ffi.buffer(out, int(length[0]))), ""
+
+
+def lzo1x_decompress(data: Any, capacity: int) -> Tuple[Optional[bytes], str]:
+    """(the decompressed bytes, "") or (None, why it failed)."""
+    return _decompress(lib.ksi_lzo1x_decompress, data, capacity, _LZO_FAILURES)
 
 
 def snappy_decompress(data: Any, capacity: int) -> Tuple[Optional[bytes], str]:
     """(the decompressed bytes, "") or (None, why it failed): the C core's snappy."""
-    src = ffi.from_buffer(data)
-    out = ffi.new("uint8_t[]", max(capacity, 1))
-    length = ffi.new("size_t *")
-    status = lib.ksi_snappy_decompress(src, len(src), out, capacity, length)
-    if status:
-        why = {lib.KSI_ERR_TRUNCATED: "the snappy data ends inside an element or its length",
-               lib.KSI_ERR_CAPACITY: "the snappy data decompresses to more than %d bytes"
-                                     % capacity,
-               lib.KSI_ERR_OUT_OF_RANGE: "a snappy copy reaches before the start of the output",
-               lib.KSI_ERR_BAD_ARGUMENT: "the snappy length preamble does not match the data"}
-        return None, why.get(status, status_message(status))
-    return bytes(ffi.buffer(out, int(length[0]))), ""
+    return _decompress(lib.ksi_snappy_decompress, data, capacity, _SNAPPY_FAILURES)
 
 
 # -- the page reader -----------------------------------------------------------------
@@ -152,8 +154,6 @@ def snappy_decompress(data: Any, capacity: int) -> Tuple[Optional[bytes], str]:
 ZLIB, LZO, SNAPPY, ZSTD = lib.KSI_KDUMP_ZLIB, lib.KSI_KDUMP_LZO, lib.KSI_KDUMP_SNAPPY, \
     lib.KSI_KDUMP_ZSTD
 MAX_CACHE_PAGES = lib.KSI_KDUMP_MAX_CACHE_PAGES
-PAGE_OK, PAGE_DESCRIPTOR, PAGE_SIZE, PAGE_DATA, PAGE_FLAGS, PAGE_DECOMPRESS, \
-    PAGE_NO_DECOMPRESSOR = range(7)
 
 _LIBRARY_NAMES = {
     "zlib": {"linux": ["libz.so.1"], "darwin": ["libz.1.dylib", "libz.dylib"],

@@ -5,3 +5,8 @@ Each module has ``register(subparsers, output)`` which adds its subcommands
 on each; a command function takes ``(args, out)`` and returns an exit status.
 Commands parse and render; the library does the work.
 """
+from ._args import HelpFormatter, Parser, UsageError, standard_input_refused
+
+# What cli.py builds the top-level parser from (commands/_args.py is this
+# package's own; these four are its public face).
+__all__ = ["HelpFormatter", "Parser", "UsageError", "standard_input_refused"]

@@ -1,26 +1,24 @@
 """``ksinspect gdt|ldt|idt SOURCE``: whole descriptor tables."""
 from ..errors import ImageFormatError
+from ..memory.elf import ELF_MAGIC
+from ..memory.image import GZIP_MAGIC, XZ_MAGIC
+from ..memory.lime import LIME_SIGNATURE
 from ..render import emit, table
-from ..table_source import read_table
+from ..table_source import MAX_TABLE_LIMIT, read_table
 from .. import tables
+from ..views.columns import GDT_COLUMNS, IDT_COLUMNS
 from ._args import UsageError, add_max_decompressed, names_input, parse_int, provenance
 from .options import (add_cr3, add_registers, add_symbols, add_table_modes, load_symbols,
                       open_memory, page_table_options)
 
-GDT_COLUMNS = ("selector", "base", "limit", "type", "dpl", "size", "gran", "pres", "long",
-               "flags", "registers", "findings")
-IDT_COLUMNS = ("vector", "name", "kind", "selector", "offset", "ist", "dpl", "present", "symbol",
-               "findings")
-
-
-# CSV cells written in hex (addresses, selectors, raw descriptor bits), as in the table.
-CSV_HEX = ("selector", "offset", "base", "limit", "raw_limit", "raw", "raw_high", "vector",
-           "ist_address")
+# CSV cells written in hex besides the address columns every command shares
+# (render.ADDRESS_COLUMNS: selectors, offsets, bases, limits, raw bits), as in the table.
+CSV_HEX = ("vector",)
 
 # A descriptor table holds at most 64 KiB (a 16-bit limit, SDM §2.4.1); a
 # raw table file is read up to one byte past that, never a whole image.
-MAX_TABLE_BYTES = 0x10000
-_IMAGE_MAGIC = (b"\x7fELF", b"EMiL", b"\xfd7zXZ\x00", b"\x1f\x8b")
+MAX_TABLE_BYTES = MAX_TABLE_LIMIT + 1
+_IMAGE_MAGIC = (ELF_MAGIC, LIME_SIGNATURE, XZ_MAGIC, GZIP_MAGIC)
 
 
 def _read_raw_table(path: str) -> bytes:
@@ -70,13 +68,9 @@ def _source(args, which: str):
         return found.data, found.base, found.limit, memory.cpu, found.notes
 
 
-def _gdt_row(entry) -> dict:
-    d = entry.descriptor
-    return {"selector": entry.selector, "base": d.base, "limit": d.limit, "type": d.short_type,
-            "dpl": d.dpl, "size": "Bg" if d.db else "Nb", "gran": "Pg" if d.granularity else "By",
-            "pres": "P" if d.present else "NP", "long": "Lo" if d.long else "Nl",
-            "flags": d.attributes, "registers": [r.upper() for r in entry.registers],
-            "findings": [str(f) for f in entry.findings]}
+def _table(spec, entries) -> str:
+    """The text table of entries in their column spec (the notebook view's columns)."""
+    return table(spec.records(entries), spec.names, hex_columns=spec.hex_columns)
 
 
 def _selector_range(text):
@@ -101,9 +95,7 @@ def cmd_segment_table(args, out):
     result = tables.decode_table(data, which, args.descriptor_format, base, limit, cpu, notes)
     entries = [e for e in result if wanted is None or wanted[0] <= e.index <= wanted[1]]
     records = [e.to_dict() for e in entries]
-    text = "\n".join(list(result.notes) + [table(
-        [_gdt_row(e) for e in entries], GDT_COLUMNS,
-        hex_columns=("selector", "base", "limit", "flags"))])
+    text = "\n".join(list(result.notes) + [_table(GDT_COLUMNS, entries)])
     emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
     provenance(args, result.notes)
     return 0
@@ -116,9 +108,7 @@ def cmd_idt(args, out):
     result = tables.decode_idt(data, args.descriptor_format, base, limit, symbols,
                                _text_range(args), notes)
     records = [e.to_dict(symbols is not None) for e in result]
-    rows = [dict(r, findings=[f["message"] for f in r["findings"]]) for r in records]
-    text = "\n".join(list(result.notes) + [table(rows, IDT_COLUMNS,
-                                                 hex_columns=("vector", "selector", "offset"))])
+    text = "\n".join(list(result.notes) + [_table(IDT_COLUMNS, result.entries)])
     emit(out, args.format, records, document=records, text=text, hex_columns=CSV_HEX)
     provenance(args, result.notes)
     return 0

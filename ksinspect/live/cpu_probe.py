@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import UnsupportedError
+from .linux import UMIP_DUMMY_GDT_BASE, UMIP_DUMMY_IDT_BASE
 
 SI_KERNEL = 0x80
 VECTOR_GP = 13
-UMIP_DUMMY_GDT_BASE = 0xFFFFFFFFFFFE0000   # arch/x86/kernel/umip.c
-UMIP_DUMMY_IDT_BASE = 0xFFFFFFFFFFFF0000
+# What arch/x86/kernel/umip.c answers in place of the instruction (the SGDT and
+# SIDT bases are live.linux's, which reads them).
 UMIP_CR0_STATE = 0x80050033                # PE MP ET NE WP AM PG
 UMIP_DUMMY_TR = 8 * 8                      # GDT_ENTRY_TSS * 8 (x86-64)
 UMIP_DUMMY_LDTR_NONE = 0                   # no LDT in the process

@@ -100,11 +100,6 @@ def _is_64bit(native) -> bool:
     return bool(native.features() & native.FEATURE_X86_64)
 
 
-def _check_selector(selector: int) -> None:
-    if not isinstance(selector, int) or not 0 <= selector <= 0xFFFF:
-        raise DecodeError("selector %r does not fit in 16 bits" % (selector,))
-
-
 def segment_registers() -> Dict[str, Optional[int]]:
     """The selectors in CS, DS, ES, FS, GS, SS and the FS / GS bases.
 
@@ -200,14 +195,12 @@ def lar(selector: int) -> Optional[int]:
     The value is the descriptor's second dword masked with 0x00F0FF00
     (type, S, DPL, P in bits 15:8; AVL, L, D/B, G in 23:20; SDM vol. 2A "LAR").
     """
-    _check_selector(selector)
     valid, rights = _native().lar(selector)
     return rights if valid else None
 
 
 def lsl(selector: int) -> Optional[int]:
     """LSL: selector's segment limit in bytes, None when LSL says invalid."""
-    _check_selector(selector)
     valid, limit = _native().lsl(selector)
     return limit if valid else None
 
@@ -218,7 +211,6 @@ def load_es(selector: int) -> EsLoad:
     Shows that a selector is loadable. It is checked with LAR first, so a
     selector that would fault raises DecodeError and ES is never touched.
     """
-    _check_selector(selector)
     r = _native().load_es(selector)
     return EsLoad(r["previous"], r["loaded"],
                   r["access_rights"] if r["ar_valid"] else None,

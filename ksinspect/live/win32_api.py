@@ -4,7 +4,7 @@ The functions of the seed notes' debugger (*Gray Hat Python*): CreateProcessW
 with DEBUG_ONLY_THIS_PROCESS, OpenProcess + DebugActiveProcess,
 WaitForDebugEvent / ContinueDebugEvent, DebugActiveProcessStop,
 DebugSetProcessKillOnExit, CreateToolhelp32Snapshot / Thread32First /
-Thread32Next / Module32FirstW / Module32NextW, OpenThread, Get/SetThreadContext
+Thread32Next, OpenThread, Get/SetThreadContext
 (and Wow64Get/SetThreadContext), Suspend/ResumeThread, Read/WriteProcessMemory,
 FlushInstructionCache, VirtualQueryEx, VirtualProtectEx, GetSystemInfo,
 GetProcAddress / GetModuleHandleW, TerminateProcess, GetExitCodeProcess.
@@ -21,7 +21,7 @@ Security and Access Rights", "Thread Security and Access Rights", "Memory
 Protection Constants"; the structure sizes of winnt.h / minwinbase.h /
 tlhelp32.h for x64 (DEBUG_EVENT 176 bytes, CONTEXT 1232 bytes aligned on 16,
 WOW64_CONTEXT 716, MEMORY_BASIC_INFORMATION 48, THREADENTRY32 28,
-MODULEENTRY32W 1080, SYSTEM_INFO 48, STARTUPINFOW 104, PROCESS_INFORMATION 24).
+SYSTEM_INFO 48, STARTUPINFOW 104, PROCESS_INFORMATION 24).
 """
 import ctypes
 import struct
@@ -64,8 +64,6 @@ WOW64_CONTEXT_SIZE = 716
 
 # Toolhelp32 (tlhelp32.h).
 TH32CS_SNAPTHREAD = 0x00000004
-TH32CS_SNAPMODULE = 0x00000008
-TH32CS_SNAPMODULE32 = 0x00000010
 INVALID_HANDLE_VALUE = ctypes.c_void_p(-1).value
 
 DEBUG_EVENT_SIZE = 176
@@ -132,8 +130,6 @@ class _Api:
             "CreateToolhelp32Snapshot": (H, [D, D]),
             "Thread32First": (B, [H, P]),
             "Thread32Next": (B, [H, P]),
-            "Module32FirstW": (B, [H, P]),
-            "Module32NextW": (B, [H, P]),
             "GetModuleHandleW": (H, [w.LPCWSTR]),
             "GetProcAddress": (P, [H, w.LPCSTR]),
             "TerminateProcess": (B, [H, w.UINT]),
@@ -379,32 +375,6 @@ def snapshot_threads(pid: int) -> List[int]:
     finally:
         a.CloseHandle(snap)
     return tids
-
-
-def snapshot_modules(pid: int) -> List[Tuple[int, int, str, str]]:
-    """(base, size, name, path) of each module, by a Toolhelp32 module snapshot
-    (MODULEENTRY32W: modBaseAddr at 24, modBaseSize 32, szModule 48, szExePath 560)."""
-    a = api()
-    snap = a.CreateToolhelp32Snapshot(TH32CS_SNAPMODULE | TH32CS_SNAPMODULE32, pid)
-    if snap == INVALID_HANDLE_VALUE or not snap:
-        code = last_error()
-        if code == ERROR_INVALID_PARAMETER:
-            raise NoSuchProcessError("process %d does not exist" % pid, code)
-        raise fail("CreateToolhelp32Snapshot", "TH32CS_SNAPMODULE, process %d" % pid, code)
-    out = []
-    try:
-        entry = ctypes.create_string_buffer(1080)
-        struct.pack_into("<I", entry, 0, 1080)
-        ok = a.Module32FirstW(snap, entry)
-        while ok:
-            base, size = struct.unpack_from("<QI", entry, 24)
-            name = entry.raw[48:48 + 512].decode("utf-16-le").split("\0", 1)[0]
-            path = entry.raw[560:560 + 520].decode("utf-16-le").split("\0", 1)[0]
-            out.append((base, size, name, path))
-            ok = a.Module32NextW(snap, entry)
-    finally:
-        a.CloseHandle(snap)
-    return out
 
 
 def own_proc_address(module: str, name: str) -> int:

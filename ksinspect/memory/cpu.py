@@ -24,7 +24,6 @@ CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_LA57 = 1 << 12
-CR4_PCIDE = 1 << 17
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
@@ -265,9 +264,9 @@ class CpuState:
         return {
             "arch": self.arch, "cr0": self.cr0, "cr2": self.cr2, "cr3": self.cr3,
             "cr4": self.cr4, "efer": self.efer,
-            "cr0_flags": CR0.decode(self.cr0).flag_names(),
-            "cr4_flags": CR4.decode(self.cr4).flag_names(),
-            "efer_flags": None if self.efer is None else EFER.decode(self.efer).flag_names(),
+            "cr0_flags": CR0.decode(self.cr0).bit_names(),
+            "cr4_flags": CR4.decode(self.cr4).bit_names(),
+            "efer_flags": None if self.efer is None else EFER.decode(self.efer).bit_names(),
             "control": {name: None if value is None else value.to_dict()
                         for name, value in self.control_registers().items()},
             "operating_mode": self.operating_mode().to_dict(),

@@ -13,7 +13,7 @@ import struct
 from typing import List, Optional
 
 from ..errors import ImageFormatError
-from ._layout import MAX_NOTES, MAX_SEGMENTS, Layout
+from ._parsed import MAX_NOTES, MAX_SEGMENTS, ParsedImage
 from .cpu import parse_prstatus, parse_qemu_note
 
 ELF_MAGIC = b"\x7fELF"
@@ -40,7 +40,7 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-def parse(buf, size: int, name: str) -> Layout:
+def parse(buf, size: int, name: str) -> ParsedImage:
     """Parse an ELF core held in ``buf`` (bytes or mmap) of ``size`` bytes.
 
     Raises:
@@ -67,10 +67,10 @@ def parse(buf, size: int, name: str) -> Layout:
         raise ImageFormatError("%s: ELF type %s is not ET_CORE (4): not a memory dump" % (
             name, _ET_NAMES.get(e_type, str(e_type))))
     arch = MACHINES.get(e_machine)
-    layout = Layout(format="elf", description="ELF%d core, e_machine %d (%s)" % (
+    parsed = ParsedImage(format="elf", description="ELF%d core, e_machine %d (%s)" % (
         bits, e_machine, arch or "not x86"), machine=e_machine)
     if arch is None:
-        layout.warnings.append("e_machine %d is not x86 (3) or x86-64 (62): the CPU state "
+        parsed.warnings.append("e_machine %d is not x86 (3) or x86-64 (62): the CPU state "
                                "notes are not read" % e_machine)
 
     phnum = e_phnum
@@ -130,7 +130,7 @@ def parse(buf, size: int, name: str) -> Layout:
                                        name, index, p_paddr, p_filesz, p_offset, size))
         stored = p_filesz
         if p_filesz > p_memsz:
-            layout.warnings.append("PT_LOAD %d: p_filesz %#x > p_memsz %#x; only p_memsz bytes "
+            parsed.warnings.append("PT_LOAD %d: p_filesz %#x > p_memsz %#x; only p_memsz bytes "
                                    "are used" % (index, p_filesz, p_memsz))
             stored = p_memsz
         if p_paddr + max(p_memsz, stored) > 1 << 64:
@@ -138,23 +138,23 @@ def parse(buf, size: int, name: str) -> Layout:
                                    "runs past the end of the physical address space" % (
                                        name, index, p_paddr, p_memsz))
         if stored:
-            layout.runs.append((p_paddr, stored, p_offset))
+            parsed.runs.append((p_paddr, stored, p_offset))
         if p_memsz > stored:
-            layout.absent.append((p_paddr + stored, p_memsz - stored))
+            parsed.absent.append((p_paddr + stored, p_memsz - stored))
 
     note_count = 0
     names: List[str] = []
     for index, offset, length in notes:
-        note_count = _parse_notes(buf, offset, length, index, arch, name, layout, names,
+        note_count = parse_notes(buf, offset, length, index, arch, name, parsed, names,
                                   note_count)
     if names:
-        layout.description += "; notes: " + ", ".join(
+        parsed.description += "; notes: " + ", ".join(
             "%s x%d" % (n, names.count(n)) for n in dict.fromkeys(names))
     if "QEMU" in names:
-        layout.format = "elf-qemu"
-    elif layout.vmcoreinfo is not None:
-        layout.format = "elf-kdump"
-    return layout
+        parsed.format = "elf-qemu"
+    elif parsed.vmcoreinfo is not None:
+        parsed.format = "elf-kdump"
+    return parsed
 
 
 def _note_label(owner: str, n_type: int) -> str:
@@ -167,8 +167,12 @@ def _note_label(owner: str, n_type: int) -> str:
     return "%s/%d" % (owner, n_type)
 
 
-def _parse_notes(buf, start: int, length: int, phindex: int, arch: Optional[str], name: str,
-                 layout: Layout, names: List[str], count: int) -> int:
+def parse_notes(buf, start: int, length: int, phindex: int, arch: Optional[str], name: str,
+                parsed: ParsedImage, names: List[str], count: int) -> int:
+    """Read the ELF notes in buf[start:start + length] (PT_NOTE ``phindex``) into
+    ``parsed`` (CPU states, NT_PRSTATUS, VMCOREINFO) and their names into
+    ``names``; returns ``count`` plus the notes read. A compressed kdump's
+    notes have the same form (memory/kdump.py)."""
     end = start + length
     pos = start
     while pos < end:
@@ -180,7 +184,7 @@ def _parse_notes(buf, start: int, length: int, phindex: int, arch: Optional[str]
         namesz, descsz, n_type = _NHDR.unpack_from(buf, pos)
         if namesz == 0 and descsz == 0 and n_type == 0:
             if any(buf[pos:end]):
-                layout.warnings.append("PT_NOTE %d: an empty note header at offset %#x, then "
+                parsed.warnings.append("PT_NOTE %d: an empty note header at offset %#x, then "
                                        "data; the rest of the segment is ignored" % (phindex, pos))
             break                         # zero padding
         name_at = pos + _NHDR.size
@@ -200,20 +204,20 @@ def _parse_notes(buf, start: int, length: int, phindex: int, arch: Optional[str]
                 cpu = parse_qemu_note(bytes(buf[desc_at:desc_at + min(descsz, 4096)]), arch,
                                       where)
                 if cpu is None:
-                    layout.warnings.append("%s: QEMU CPU-state note version %d is not known "
+                    parsed.warnings.append("%s: QEMU CPU-state note version %d is not known "
                                            "(1 is); CPU state not read" % (
                                                where, struct.unpack_from("<I", buf, desc_at)[0]))
                 else:
-                    layout.cpus.append(cpu)
+                    parsed.cpus.append(cpu)
         elif owner == "CORE" and n_type == NT_PRSTATUS and arch is not None:
             regs = parse_prstatus(bytes(buf[desc_at:desc_at + min(descsz, 4096)]), arch)
             if regs is None:
-                layout.warnings.append("%s: NT_PRSTATUS of %d bytes is too short for %s "
+                parsed.warnings.append("%s: NT_PRSTATUS of %d bytes is too short for %s "
                                        "registers" % (where, descsz, arch))
             else:
-                layout.prstatus.append(regs)
-        elif owner == "VMCOREINFO" and layout.vmcoreinfo is None:
-            layout.vmcoreinfo = bytes(buf[desc_at:desc_at + min(descsz, _MAX_DESC_COPY)]) \
+                parsed.prstatus.append(regs)
+        elif owner == "VMCOREINFO" and parsed.vmcoreinfo is None:
+            parsed.vmcoreinfo = bytes(buf[desc_at:desc_at + min(descsz, _MAX_DESC_COPY)]) \
                 .rstrip(b"\0").decode("latin-1")
         pos = desc_at + _align4(descsz)
     return count

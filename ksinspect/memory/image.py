@@ -16,16 +16,16 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DecodeError, ImageFormatError, InvalidAddressError
 from . import elf, lime
-from ._layout import Layout, is_kdump, is_minidump
+from ._parsed import ParsedImage, is_kdump, is_minidump
 from .cpu import CpuState
 
 FORMATS = ("raw", "lime", "elf-qemu", "elf-kdump", "elf", "minidump", "kdump")
 MAX_DECOMPRESSED = 4 << 30
 ADDRESS_LIMIT = 1 << 64
 
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
-_LIME_MAGIC = b"EMiL"
+# The first bytes of an xz and a gzip stream (an image is decompressed first).
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
 # Dump formats that are not physical images this reader understands: say so
 # instead of reading them as raw memory.
 _UNSUPPORTED = (
@@ -332,7 +332,7 @@ class PhysicalMemory:
         }
 
 
-# -- building a PhysicalMemory from a parsed layout ---------------------------------------
+# -- building a PhysicalMemory from a parsed image ----------------------------------------
 
 def _normalise(raw: Sequence[Tuple[int, int, int]], warnings: List[str]) -> List[Run]:
     """Sort, clip overlaps (the lower-addressed range wins, as in kdump's
@@ -362,11 +362,11 @@ def _normalise(raw: Sequence[Tuple[int, int, int]], warnings: List[str]) -> List
     return [Run(*r) for r in runs]
 
 
-def _detect(buf: Any, size: int, name: str) -> Layout:
+def _detect(buf: Any, size: int, name: str) -> ParsedImage:
     head = bytes(buf[:16])
     if head.startswith(elf.ELF_MAGIC):
         return elf.parse(buf, size, name)
-    if head.startswith(_LIME_MAGIC):
+    if head.startswith(lime.LIME_SIGNATURE):
         return lime.parse(buf, size, name)
     # kdump and minidump are imported when an image of theirs is opened (what
     # a command's start costs: tens of ms each).
@@ -376,13 +376,13 @@ def _detect(buf: Any, size: int, name: str) -> Layout:
     if is_minidump(head):
         from . import minidump
         dump = minidump.parse(buf, size, name)
-        return Layout(format="minidump", description=minidump.describe(dump),
+        return ParsedImage(format="minidump", description=minidump.describe(dump),
                       runs=minidump.sorted_runs(dump.ranges), warnings=list(dump.warnings),
                       container=dump)
     for magic, what in _UNSUPPORTED:
         if head.startswith(magic):
             raise ImageFormatError("%s: this is %s, not a format ksinspect reads" % (name, what))
-    return Layout(format="raw", description="raw physical memory from address 0",
+    return ParsedImage(format="raw", description="raw physical memory from address 0",
                   runs=[(0, size, 0)])
 
 
@@ -395,15 +395,15 @@ def _load_registers(registers: RegistersArg) -> Optional[CpuState]:
 
 def _build(buf: Any, size: int, name: str, path: Optional[str], registers: RegistersArg,
            compression: Optional[str], owned: Sequence[Any]) -> PhysicalMemory:
-    layout = _detect(buf, size, name)
-    warnings = list(layout.warnings)
-    if layout.reader is not None:     # page-granular runs, already sorted and merged
-        runs = [Run(start, length, offset) for start, length, offset in layout.runs]
+    parsed = _detect(buf, size, name)
+    warnings = list(parsed.warnings)
+    if parsed.reader is not None:     # page-granular runs, already sorted and merged
+        runs = [Run(start, length, offset) for start, length, offset in parsed.runs]
         owned = list(owned) + ([buf] if hasattr(buf, "close") else [])
         buf = None
     else:
-        runs = _normalise(layout.runs, warnings)
-    cpus = list(layout.cpus)
+        runs = _normalise(parsed.runs, warnings)
+    cpus = list(parsed.cpus)
     extra = _load_registers(registers)
     if extra is not None:
         if cpus:
@@ -412,13 +412,13 @@ def _build(buf: Any, size: int, name: str, path: Optional[str], registers: Regis
             warnings += ["the registers file disagrees with the image: " + c for c in conflicts]
         else:
             cpus = [extra]
-    memory = PhysicalMemory(buf, runs, layout.format, path, cpus=cpus, absent=layout.absent,
-                            prstatus=layout.prstatus, vmcoreinfo=layout.vmcoreinfo,
-                            warnings=warnings, description=layout.description,
+    memory = PhysicalMemory(buf, runs, parsed.format, path, cpus=cpus, absent=parsed.absent,
+                            prstatus=parsed.prstatus, vmcoreinfo=parsed.vmcoreinfo,
+                            warnings=warnings, description=parsed.description,
                             compression=compression, file_size=size, name=name,
-                            container=layout.container, reader=layout.reader, _owned=owned)
-    if layout.reader is not None:
-        layout.reader.check = memory.check_intact     # before each page read from the mapping
+                            container=parsed.container, reader=parsed.reader, _owned=owned)
+    if parsed.reader is not None:
+        parsed.reader.check = memory.check_intact     # before each page read from the mapping
     return memory
 
 
@@ -434,7 +434,7 @@ def open_image_bytes(data: bytes, name: str = "<memory>",
     data = bytes(data)
     if not data:
         raise ImageFormatError("%s: empty image" % name)
-    if data.startswith(_XZ_MAGIC) or data.startswith(_GZIP_MAGIC):
+    if data.startswith(XZ_MAGIC) or data.startswith(GZIP_MAGIC):
         raise ImageFormatError("%s: compressed data; write it to a .xz / .gz file and use "
                                "open_image" % name)
     memory = _build(data, len(data), name, None, registers, None, ())
@@ -514,9 +514,9 @@ def open_image(path: Union[str, "os.PathLike[str]"], registers: RegistersArg = N
             head = fh.read(8)
             compression = None
             lower = path.lower()
-            if lower.endswith(".xz") or head.startswith(_XZ_MAGIC):
+            if lower.endswith(".xz") or head.startswith(XZ_MAGIC):
                 compression = "xz"
-            elif lower.endswith(".gz") or head.startswith(_GZIP_MAGIC):
+            elif lower.endswith(".gz") or head.startswith(GZIP_MAGIC):
                 compression = "gzip"
             if not head:
                 raise ImageFormatError("%s: empty file" % path)

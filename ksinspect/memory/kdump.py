@@ -46,8 +46,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from .._native import kdump as native
 from ..errors import ImageFormatError, KdumpFormatError, MissingDecompressorError
 from . import elf
-from ._layout import KDUMP_FLAT_SIGNATURE as FLAT_SIGNATURE
-from ._layout import Layout
+from ._parsed import KDUMP_FLAT_SIGNATURE as FLAT_SIGNATURE
+from ._parsed import ParsedImage
 
 DEFAULT_CACHE_PAGES = 1024          # decompressed pages kept (4 MiB with 4 KiB blocks)
 MAX_BITMAP = 1 << 31                # bytes of one bitmap (2^34 pfns: 64 TiB of 4 KiB pages)
@@ -369,7 +369,7 @@ def cache_pages_setting() -> int:
 
 
 def parse(buf: Any, size: int, name: str, cache_pages: Optional[int] = None):
-    """Index a kdump: a Layout whose ``container`` is the :class:`KdumpInfo` and
+    """Index a kdump: a ParsedImage whose ``container`` is the :class:`KdumpInfo` and
     whose ``reader`` reads pages through a cache of ``cache_pages`` pages
     (None: :func:`cache_pages_setting`).
 
@@ -401,7 +401,7 @@ def parse(buf: Any, size: int, name: str, cache_pages: Optional[int] = None):
     if desc_at + dumped.dumped * PAGE_DESC.size > f.size:
         raise KdumpFormatError("%s: %d page descriptors at offset %#x run past the end of the "
                                "file (%d bytes)" % (name, dumped.dumped, desc_at, f.size))
-    layout = Layout(format="kdump", description="")
+    parsed = ParsedImage(format="kdump", description="")
     notes_text = []
     vmcoreinfo = None
     if sub.size_note and sub.offset_note:
@@ -412,12 +412,12 @@ def parse(buf: Any, size: int, name: str, cache_pages: Optional[int] = None):
         arch = {"x86_64": "x86_64", "i386": "i386", "i686": "i386"}.get(h.utsname["machine"]) \
             or _arch_from_prstatus(notes) or ("x86_64" if h.word_size == 8 else "i386")
         try:
-            elf._parse_notes(notes, 0, len(notes), 0, arch, name, layout, notes_text, 0)
+            elf.parse_notes(notes, 0, len(notes), 0, arch, name, parsed, notes_text, 0)
         except ImageFormatError as exc:
             detail = str(exc)[len(name) + 2:] if str(exc).startswith(name + ": ") else str(exc)
             raise KdumpFormatError("%s: the dump's ELF notes (%d bytes at offset %#x): %s"
                                    % (name, sub.size_note, sub.offset_note, detail)) from None
-        vmcoreinfo = layout.vmcoreinfo
+        vmcoreinfo = parsed.vmcoreinfo
     if sub.size_vmcoreinfo and sub.offset_vmcoreinfo:
         if sub.size_vmcoreinfo > MAX_NOTES:
             raise KdumpFormatError("%s: VMCOREINFO of %d bytes is larger than %d"
@@ -429,11 +429,11 @@ def parse(buf: Any, size: int, name: str, cache_pages: Optional[int] = None):
     if phys_base is None:
         phys_base, source = sub.phys_base, "the sub-header (no VMCOREINFO value)"
     elif sub.phys_base != phys_base & ((1 << 64) - 1):
-        layout.warnings.append("the sub-header's phys_base %#x differs from VMCOREINFO's "
+        parsed.warnings.append("the sub-header's phys_base %#x differs from VMCOREINFO's "
                                "NUMBER(phys_base) %#x, which is used (QEMU writes garbage "
                                "there)" % (sub.phys_base, phys_base & ((1 << 64) - 1)))
     if h.status & INCOMPLETE:
-        layout.warnings.append("the dump is marked incomplete (DUMP_DH_COMPRESSED_INCOMPLETE): "
+        parsed.warnings.append("the dump is marked incomplete (DUMP_DH_COMPRESSED_INCOMPLETE): "
                                "makedumpfile ran out of space; pages it did not write are absent")
     info = KdumpInfo(h, sub, flat, f.records, max_mapnr, dumped.dumped, valid.dumped, phys_base,
                      source, vmcoreinfo, notes_text)
@@ -441,15 +441,15 @@ def parse(buf: Any, size: int, name: str, cache_pages: Optional[int] = None):
                         cache_pages_setting() if cache_pages is None else cache_pages)
     runs = [(start * block, count * block, None) for start, count in dumped.runs()
             if start < max_mapnr or not max_mapnr]
-    layout.runs = runs
-    layout.vmcoreinfo = vmcoreinfo
-    layout.container = info
-    layout.reader = reader
-    layout.description = "compressed kdump (%s%s, header version %d, %s, block %d), %d pages " \
+    parsed.runs = runs
+    parsed.vmcoreinfo = vmcoreinfo
+    parsed.container = info
+    parsed.reader = reader
+    parsed.description = "compressed kdump (%s%s, header version %d, %s, block %d), %d pages " \
                          "dumped of %d" % (h.signature.strip(), ", flattened" if flat else "",
                                            h.header_version, h.compression, block,
                                            dumped.dumped, max_mapnr)
-    return layout
+    return parsed
 
 
 class PageReader:

@@ -8,14 +8,15 @@ followed by the range's e_addr - s_addr + 1 bytes. Little-endian.
 import struct
 
 from ..errors import ImageFormatError
-from ._layout import MAX_LIME_RANGES, Layout
+from ._parsed import MAX_LIME_RANGES, ParsedImage
 
 LIME_MAGIC = 0x4C694D45
+LIME_SIGNATURE = LIME_MAGIC.to_bytes(4, "little")     # b"EMiL": an image's first bytes
 LIME_VERSION = 1
 _HEADER = struct.Struct("<IIQQ8x")
 
 
-def parse(buf, size: int, name: str) -> Layout:
+def parse(buf, size: int, name: str) -> ParsedImage:
     """Parse every range header of a LiME image.
 
     Raises:
@@ -23,10 +24,10 @@ def parse(buf, size: int, name: str) -> Layout:
             end is below its start, a range that claims more bytes than the
             file has, or trailing bytes too short for a header.
     """
-    layout = Layout(format="lime", description="LiME, version 1")
+    parsed = ParsedImage(format="lime", description="LiME, version 1")
     pos = 0
     while pos < size:
-        number = len(layout.runs)
+        number = len(parsed.runs)
         if size - pos < _HEADER.size:
             after = " after LiME range %d" % (number - 1) if number else ""
             raise ImageFormatError("%s: %d bytes at offset %#x%s are too short for a LiME range "
@@ -50,6 +51,6 @@ def parse(buf, size: int, name: str) -> Layout:
                                        name, number, s_addr, e_addr, length, data, size - data))
         if number >= MAX_LIME_RANGES:
             raise ImageFormatError("%s: more than %d LiME ranges" % (name, MAX_LIME_RANGES))
-        layout.runs.append((s_addr, length, data))
+        parsed.runs.append((s_addr, length, data))
         pos = data + length
-    return layout
+    return parsed

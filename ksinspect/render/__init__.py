@@ -1,7 +1,7 @@
-"""Output renderers: text tables, JSON, JSON lines and CSV (here); pictures
-and notebook views in the submodules: ``bitfield_svg`` (a value's bits),
-``walk_svg`` (a page walk), ``html`` (escaped HTML views and tables),
-``address_map`` (matplotlib maps of an address space; optional).
+"""Command-line output: text tables, JSON, JSON lines and CSV (here), and
+``address_map`` (matplotlib maps of a whole address space; optional: it
+reads the space, so it sits above paging rather than in the views). The
+bit-field and walk SVGs and the notebook HTML are :mod:`ksinspect.views`'.
 
 A command hands over *records* (flat dicts, one per row) and, for JSON, a
 *document* (the natural JSON shape); hex is a display hint applied only by

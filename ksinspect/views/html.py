@@ -9,6 +9,7 @@ import html
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .bitfield_svg import bitfield_svg
+from .columns import GDT_COLUMNS, IDT_COLUMNS, ColumnSpec
 from .explanation import Explanation
 from .walk_svg import walk_svg
 
@@ -84,8 +85,10 @@ def explanation_html(parts: Explanation) -> str:
 
 
 def records_html(records: Sequence[dict], columns: Sequence[str], caption: str = "",
-                 hex_columns: Sequence[str] = (), total: Optional[int] = None) -> str:
-    """Rows of dicts (``to_dict()`` output) as a table; ints in hex where asked."""
+                 hex_columns: Sequence[str] = (), total: Optional[int] = None,
+                 row_class: Optional[Callable[[int], str]] = None) -> str:
+    """Rows of dicts (``to_dict()`` output, or a column spec's records) as a
+    table; ints in hex where asked, booleans yes/no, lists comma-separated."""
     def cell(record: dict, column: str) -> Any:
         value = record.get(column)
         if isinstance(value, bool) or value is None:
@@ -95,7 +98,20 @@ def records_html(records: Sequence[dict], columns: Sequence[str], caption: str =
         if isinstance(value, (list, tuple)):
             return ", ".join(str(v) for v in value)
         return value
-    return table_html(([cell(r, c) for c in columns] for r in records), columns, caption, total)
+    return table_html(([cell(r, c) for c in columns] for r in records), columns, caption, total,
+                      row_class)
+
+
+def spec_html(spec: ColumnSpec, rows: Sequence[Any], caption: str = "",
+              row_class: Optional[Callable[[int], str]] = None) -> str:
+    """Rows laid out by their column spec (:mod:`.columns`), as the CLI lays them out."""
+    records = spec.records(rows[:MAX_ROWS])
+    for column in spec.columns:
+        for record in records:
+            value = record[column.name]
+            if isinstance(value, (list, tuple)):
+                record[column.name] = column.separator.join(str(v) for v in value)
+    return records_html(records, spec.names, caption, spec.hex_columns, len(rows), row_class)
 
 
 def batch_html(batch: Sequence[Any], caption: str) -> str:
@@ -129,10 +145,6 @@ def translation_html(t: Any) -> str:
 STEP_COLUMNS = ("stage", "check", "passed", "detail", "source")
 PUSH_COLUMNS = ("name", "value", "address", "size")
 TSS_COLUMNS = ("offset", "name", "value", "kind", "meaning")
-GDT_HEADERS = ("Sel", "Index", "Type", "Base", "Limit", "DPL", "P", "Descriptor", "Registers",
-               "Findings")
-IDT_HEADERS = ("Vector", "Name", "Type", "Selector", "Handler", "IST", "DPL", "Symbol",
-               "Findings")
 
 
 def text_html(value: Any) -> str:
@@ -148,7 +160,7 @@ def access_html(result: Any) -> str:
 
 
 def transfer_html(result: Any) -> str:
-    """A control transfer (ksinspect.transfer.TransferResult): its line, each check,
+    """A control transfer (ksinspect.transfer.values.TransferResult): its line, each check,
     what was pushed, the notes."""
     pushed = records_html([p.to_dict() for p in result.pushed], PUSH_COLUMNS,
                           "pushed, in order", ("value", "address")) if result.pushed else ""
@@ -182,24 +194,18 @@ def _findings_row(entries: Sequence[Any]) -> Callable[[int], str]:
 
 
 def descriptor_table_html(table: Any) -> str:
-    """A GDT or LDT (ksinspect.tables.DescriptorTable), one row per descriptor."""
-    rows = [("%#06x" % e.selector, e.index, e.descriptor.short_type,
-             "%#x" % e.descriptor.base, "%#x" % e.descriptor.limit, e.descriptor.dpl,
-             "P" if e.descriptor.present else "NP", str(e.descriptor),
-             ", ".join(r.upper() for r in e.registers), "; ".join(map(str, e.findings)))
-            for e in table.entries]
+    """A GDT or LDT (ksinspect.tables.DescriptorTable), one row per descriptor, in
+    the columns of ``ksinspect gdt`` (:data:`.columns.GDT_COLUMNS`)."""
     return '<div class="ksinspect-table">%s%s</div>' % (
-        table_html(rows, GDT_HEADERS, _table_caption(table.table, table),
-                   row_class=_findings_row(table.entries)),
+        spec_html(GDT_COLUMNS, table.entries, _table_caption(table.table, table),
+                  _findings_row(table.entries)),
         notes_html(table.notes))
 
 
 def interrupt_table_html(table: Any) -> str:
-    """An IDT (ksinspect.tables.InterruptTable), one row per vector."""
-    rows = [(e.vector, e.name, e.gate.short_type, "%#06x" % getattr(e.gate, "selector", 0),
-             "%#x" % getattr(e.gate, "offset", 0), getattr(e.gate, "ist", 0), e.gate.dpl,
-             e.symbol or "", "; ".join(map(str, e.findings))) for e in table.entries]
+    """An IDT (ksinspect.tables.InterruptTable), one row per vector, in the columns
+    of ``ksinspect idt`` (:data:`.columns.IDT_COLUMNS`)."""
     return '<div class="ksinspect-table">%s%s</div>' % (
-        table_html(rows, IDT_HEADERS, _table_caption("IDT", table),
-                   row_class=_findings_row(table.entries)),
+        spec_html(IDT_COLUMNS, table.entries, _table_caption("IDT", table),
+                  _findings_row(table.entries)),
         notes_html(table.notes))

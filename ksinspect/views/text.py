@@ -2,8 +2,11 @@
 and the ``explain()`` text of the values that are lists of checks (an
 access, a control transfer, a TSS).
 
-Hex is a display hint applied here only: records keep integers as
-integers (JSON and CSV print them in decimal).
+Hex is a display hint: records keep integers as integers, and a table
+shows in hex the columns it is told (:func:`ksinspect.render.table` adds
+the address columns every command shares), booleans as yes/no. JSON keeps
+the integers and true/false; CSV prints the same hex columns in hex and
+booleans as true/false (:mod:`ksinspect.render`).
 """
 from typing import Any, Optional, Sequence
 
@@ -54,7 +57,7 @@ def access_text(result: Any) -> str:
 
 
 def transfer_text(result: Any) -> str:
-    """A control transfer (ksinspect.transfer.TransferResult): each check, what was
+    """A control transfer (ksinspect.transfer.values.TransferResult): each check, what was
     pushed, the task switch."""
     lines = [str(result), "Source: %s §5.8 (call gates), §6.12 (interrupt and trap gates), "
              "§7.3 (task switching), vol. 2A CALL/JMP/INT n pseudo-code" % SDM, ""]

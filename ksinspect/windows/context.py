@@ -31,7 +31,8 @@ from ..errors import DecodeError, TruncatedDataError
 from ..views.html import html_pre
 from ..x86 import DR6, DR7, Selector
 from ..x86.control import RFLAGS
-from ..x86._bits import BitField, Drawable, Explanation, field as bit_field, flag_names
+from ..views.explanation import BitField, Explanation, field as bit_field
+from ..x86 import Drawable, flag_names
 
 SOURCE_AMD64 = "winnt.h CONTEXT (AMD64), Windows SDK; FXSAVE area: Intel SDM vol. 1 §10.5.1"
 SOURCE_X86 = "winnt.h WOW64_CONTEXT / x86 CONTEXT, Windows SDK"

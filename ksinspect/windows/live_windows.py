@@ -2,7 +2,7 @@
 
 It runs in the test suite under a real Windows CPython (the official x64
 embeddable build) under Wine, against Windows programs of the same prefix
-(``tools/winpython.py``, ``tests/test_live_windows.py``); its pure parts
+(``tools/winpython.py``, ``tests/test_windows_live_windows.py``); its pure parts
 (:func:`windows_checks`, path normalisation) also run everywhere with fakes.
 It imports cleanly on any system; its functions raise
 :class:`~ksinspect.errors.UnsupportedError` elsewhere than on Windows.

@@ -162,7 +162,10 @@ class ControlValue(Drawable):
         """The named bits that are 1, low bit first."""
         return [b for b in self.BITS if self.raw & b.mask]
 
-    def flag_names(self) -> List[str]:
+    def bit_names(self) -> List[str]:
+        """The manual's mnemonics of the named bits that are 1, low bit first
+        (``["PE", "PG"]``); :func:`ksinspect.x86.flag_names` is the kebab-case
+        names of a flag enum's members instead."""
         return [b.name for b in self.set_bits]
 
     def anomaly_notes(self) -> List[str]:
@@ -170,7 +173,7 @@ class ControlValue(Drawable):
                 for a in ControlAnomaly if a in self.anomalies]
 
     def summary(self) -> str:
-        return " ".join(self.flag_names()) or "no flag set"
+        return " ".join(self.bit_names()) or "no flag set"
 
     def summary_line(self) -> str:
         """The flags set and any anomalies, without the register's name and value."""
@@ -438,7 +441,7 @@ class RFLAGS(ControlValue):
         return self._d[_I["iopl"]]
 
     def summary(self) -> str:
-        return "%s, IOPL %d" % (" ".join(self.flag_names()) or "no flag set", self.iopl)
+        return "%s, IOPL %d" % (" ".join(self.bit_names()) or "no flag set", self.iopl)
 
     # DOS DEBUG's two-letter names, kept by WinDbg's ``r``: (set, clear) for
     # OF, DF, IF, SF, ZF, AF, PF, CF, in the order the debuggers print them.

@@ -1,4 +1,6 @@
-"""What a format parser found in an image, before it becomes a PhysicalMemory."""
+"""What a format parser found in an image (:class:`ParsedImage`), before
+``open_image`` turns it into a PhysicalMemory; and the signatures and header
+caps the parsers share."""
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -26,7 +28,12 @@ def is_minidump(head: bytes) -> bool:
 
 
 @dataclass
-class Layout:
+class ParsedImage:
+    """One image as its format's parser read it: where each physical range
+    is stored in the file (``runs``), the ranges it declares but does not
+    hold (``absent``), the CPU state and notes it carries, what looked wrong.
+    """
+
     format: str
     description: str
     runs: List[Tuple[int, int, int]] = field(default_factory=list)   # (start, length, offset)
