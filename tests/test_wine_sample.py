@@ -176,6 +176,22 @@ def test_cli_peb_flat(normal, masquerade):
     assert repr(masquerade.values["spoofed_command_line"]) in out     # shown as a repr
 
 
+def test_cli_peb_table_lists_each_module_in_the_module_columns(normal):
+    """The table's module rows (views.columns.MODULE_COLUMNS): base, size and
+    entry point in hex and the path, as the program printed them, and the
+    lists column marks the .exe as on no initialisation-order list."""
+    status, out, err = cli("peb", normal.path, "--flat", "--address", normal.values["peb"],
+                           "--layout", normal.layout)
+    assert status == 0, err
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines)
+                  if line.split() == ["base", "size", "entry", "point", "lists", "path"])
+    assert set(lines[header + 1].split()) <= {"-" * n for n in range(1, 80)}
+    rows = [line.split(None, 4) for line in lines[header + 2:header + 2 + len(normal.modules)]]
+    assert [(int(b, 16), int(s, 16), int(e, 16), p) for b, s, e, _, p in rows] == normal.modules
+    assert [r[3] for r in rows] == ["LM-"] + ["LMI"] * (len(normal.modules) - 1)
+
+
 def test_cli_peb_flat_bad_usage_and_bad_data(normal, tmp_path):
     status, out, err = cli("peb", normal.path, "--flat", "--cr3", "1000", "--address",
                            normal.values["peb"], "--layout", normal.layout)

@@ -11,7 +11,7 @@ from .options import (WINDOWS_MODE_HELP, add_image, add_layout, add_page_tables,
                       page_table_options)
 
 LAYOUT_COLUMNS = ("name", "os", "arch", "nt_version")
-MODULE_COLUMNS = ("base", "size", "entry_point", "name", "path")
+MODULE_FIELDS = ("base", "size", "entry_point", "name", "path")
 
 
 # -- layouts ------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def cmd_layouts(args, out: IO[str]) -> int:
 
 # -- peb and teb --------------------------------------------------------------------------
 
-MODULE_RECORD_COLUMNS = MODULE_COLUMNS + ("lists",)
+MODULE_RECORD_COLUMNS = MODULE_FIELDS + ("lists",)
 TEB_COLUMNS = ("address", "self", "peb", "process_id", "thread_id", "stack_base",
                "stack_limit", "structure", "layout", "findings")
 

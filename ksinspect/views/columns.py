@@ -7,7 +7,8 @@ an integer cell is shown in hex; :meth:`ColumnSpec.records` turns rows into
 the flat records the text table (:func:`ksinspect.render.table`) and the
 HTML table (:func:`ksinspect.views.html.records_html`) lay out. The rows
 are taken as arguments (views import no value module): a GDT/LDT row is a
-``ksinspect.tables.TableEntry``, an IDT row a ``ksinspect.tables.IdtEntry``.
+``ksinspect.tables.TableEntry``, an IDT row a ``ksinspect.tables.IdtEntry``,
+a module row a ``ksinspect.windows.peb.Module``.
 
 The GDT columns are WinDbg's ``dg`` columns (Sel, Base, Limit, Type, Pl,
 Size, Gran, Pres, Long, Flags), with the segment registers that select the
@@ -16,7 +17,7 @@ slot and the findings added.
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-__all__ = ["Column", "ColumnSpec", "GDT_COLUMNS", "IDT_COLUMNS"]
+__all__ = ["Column", "ColumnSpec", "GDT_COLUMNS", "IDT_COLUMNS", "MODULE_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -87,4 +88,17 @@ IDT_COLUMNS = ColumnSpec("IDT vector", (
     Column("present", lambda e: e.gate.present),
     Column("symbol", lambda e: e.symbol),
     Column("findings", _findings, separator="; "),
+))
+
+# A loaded module (_LDR_DATA_TABLE_ENTRY: DllBase, SizeOfImage, EntryPoint,
+# FullDllName) and the loader lists that hold it, as WinDbg's !peb marks them:
+# L(oad order), M(emory order), I(nitialisation order), "-" where it is missing.
+MODULE_COLUMNS = ColumnSpec("loaded module", (
+    Column("base", lambda m: m.base, hex=True),
+    Column("size", lambda m: m.size, hex=True),
+    Column("entry point", lambda m: m.entry_point, hex=True),
+    Column("lists", lambda m: "".join(short.upper() if name in m.lists else "-"
+                                      for name, short in (("load", "l"), ("memory", "m"),
+                                                          ("init", "i")))),
+    Column("path", lambda m: m.path if m.path is not None else m.name),
 ))

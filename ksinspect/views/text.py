@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from ..safe_text import printable
 
-__all__ = ["access_text", "cell", "operating_mode_text", "table", "task_switch_text", "transfer_text", "tss_report_text",
+__all__ = ["access_text", "cell", "spec_text", "operating_mode_text", "table", "task_switch_text", "transfer_text", "tss_report_text",
            "tss_text"]
 
 
@@ -36,6 +36,12 @@ def table(records: Sequence[dict], columns: Sequence[str], hex_columns: Sequence
     rows = [[cell(r.get(c), hex_columns, c) for c in columns] for r in records]
     return tabulate(rows, headers=list(headers or columns), disable_numparse=True,
                     tablefmt="simple")
+
+
+def spec_text(spec: Any, rows: Sequence[Any], indent: str = "") -> str:
+    """The rows as a text table of a :class:`~ksinspect.views.columns.ColumnSpec`."""
+    text = table(spec.records(rows), spec.names, spec.hex_columns)
+    return "\n".join(indent + line for line in text.splitlines())
 
 
 # -- explain() of the values that are a list of checks ------------------------------------

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, InvalidAddressError, TruncatedDataError
+from ..findings import Finding, finding_dicts
+from ..views.columns import MODULE_COLUMNS
 from ..views.html import html_pre
+from ..views.text import spec_text
 from ._api import address_and_layout, renamed_argument
 from .checks import Check, CrossCheck  # noqa: F401  (Check: the old name, the same class)
-from ..findings import Finding, finding_dicts
 from .layout import Layout
 from .layout_files import available_layouts, load_layout
 from .strings import UnicodeString, string_from_header
@@ -248,16 +250,7 @@ class Peb:
                                  head, loader.offset("_PEB_LDR_DATA", head), len(walk.entries),
                                  link, loader.offset("_LDR_DATA_TABLE_ENTRY", link)))
         if self.modules:
-            lines.append("")
-            lines.append("  %-18s %-10s %-18s %-6s  %s" % ("base", "size", "entry point",
-                                                          "lists", "path"))
-            for m in self.modules:
-                lines.append("  %-18s %-10s %-18s %-6s  %s" % (
-                    "%#x" % m.base, "%#x" % m.size,
-                    "-" if m.entry_point is None else "%#x" % m.entry_point,
-                    "".join(s[0].upper() if s in m.lists else "-"
-                            for s in ("load", "memory", "init")),
-                    m.path if m.path is not None else m.name))
+            lines += ["", spec_text(MODULE_COLUMNS, self.modules, indent="  ")]
         for check in self.checks:
             lines.append("Check %s: ours %r, theirs %r: %s" % (
                 check.name, check.ours, check.theirs, "agree" if check.agree else "DISAGREE"))
