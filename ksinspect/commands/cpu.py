@@ -4,14 +4,13 @@ from typing import IO
 
 from ..errors import DecodeError
 from ..render import emit, table
+from ..views.columns import STEP_COLUMNS, TSS_COLUMNS
 from ._args import UsageError, names_input, parse_int, provenance
 from .options import add_cr3, add_image, add_registers, add_symbols, load_symbols, open_memory
 
 # The access simulator and the TSS reader are imported by their commands only:
 # every other command starts without them.
 SEGMENT_REGISTERS = ("cs", "ss", "ds", "es", "fs", "gs")
-
-STEP_COLUMNS = ("stage", "check", "passed", "detail", "source")
 
 
 @names_input("image")
@@ -83,9 +82,6 @@ def privileged_table_output(args, out: IO[str]) -> int:
                                            "instructions": rows},
          text=text, columns=PRIVILEGED_COLUMNS)
     return 0
-
-
-TSS_COLUMNS = ("offset", "name", "size", "value", "kind", "meaning")
 
 
 @names_input("image")

@@ -17,7 +17,8 @@ slot and the findings added.
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-__all__ = ["Column", "ColumnSpec", "GDT_COLUMNS", "IDT_COLUMNS", "MODULE_COLUMNS"]
+__all__ = ["Column", "ColumnSpec", "GDT_COLUMNS", "IDT_COLUMNS", "MODULE_COLUMNS", "PUSH_COLUMNS",
+           "STEP_COLUMNS", "TSS_COLUMNS"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,12 @@ MODULE_COLUMNS = ColumnSpec("loaded module", (
                                                           ("init", "i")))),
     Column("path", lambda m: m.path if m.path is not None else m.name),
 ))
+
+# Rows that are already records (their value's rows() / to_dict()): only the
+# column names and their order, shared by the CLI and the notebook.
+# A check of an access or a control transfer (ksinspect.access, .transfer):
+STEP_COLUMNS = ("stage", "check", "passed", "detail", "source")
+# What a control transfer pushes on the new stack:
+PUSH_COLUMNS = ("name", "value", "address", "size")
+# A TSS field (SDM vol. 3A §8.2.1 / §8.7, Figures 8-2 and 8-11):
+TSS_COLUMNS = ("offset", "name", "size", "value", "kind", "meaning")

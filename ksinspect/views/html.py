@@ -9,7 +9,8 @@ import html
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from .bitfield_svg import bitfield_svg
-from .columns import GDT_COLUMNS, IDT_COLUMNS, ColumnSpec
+from .columns import (GDT_COLUMNS, IDT_COLUMNS, PUSH_COLUMNS, STEP_COLUMNS, TSS_COLUMNS,
+                      ColumnSpec)
 from .explanation import Explanation
 from .walk_svg import walk_svg
 
@@ -141,10 +142,6 @@ def translation_html(t: Any) -> str:
 # -- one notebook layout per kind of value ------------------------------------------------
 # Each takes the value as its argument (views import no value module); the
 # value's _repr_html_ is one call to it.
-
-STEP_COLUMNS = ("stage", "check", "passed", "detail", "source")
-PUSH_COLUMNS = ("name", "value", "address", "size")
-TSS_COLUMNS = ("offset", "name", "value", "kind", "meaning")
 
 
 def text_html(value: Any) -> str:
