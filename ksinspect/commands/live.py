@@ -5,7 +5,10 @@ from ..render import emit, table
 
 REGISTER_COLUMNS = ("register", "selector", "index", "table", "rpl", "kind", "type_name", "dpl",
                     "width", "limit", "base")
-GDT_COLUMNS = ("selector", "index", "kind", "type_name", "dpl", "width", "limit", "present")
+# What LAR/LSL tell user mode of each selector (no base: only the segment
+# registers' bases are known here), not the columns of an image's GDT.
+PROBED_SELECTOR_COLUMNS = ("selector", "index", "kind", "type_name", "dpl", "width", "limit",
+                           "present")
 
 
 def cmd_live(args, out):
@@ -34,7 +37,7 @@ def cmd_live(args, out):
             table(registers, REGISTER_COLUMNS, hex_columns=("selector", "limit", "base")), "",
             "GDT descriptors visible from user mode (every selector probed with LAR and LSL "
             "at RPL 3):",
-            table(visible, GDT_COLUMNS, hex_columns=("selector", "limit")), "",
+            table(visible, PROBED_SELECTOR_COLUMNS, hex_columns=("selector", "limit")), "",
             "LDT of this process (modify_ldt): %s" % (
                 "%d descriptor(s)" % len(ldt) if ldt else "empty"),
             "UMIP: %s" % ("in force: SGDT/SIDT/SLDT/STR give dummy values or fault in user mode"
