@@ -383,14 +383,39 @@ static PyObject *names_tuple(const char *const *names)
     return t;
 }
 
-/* A tuple of n ints from n uint64 values. */
-static PyObject *int_tuple(const uint64_t *values, Py_ssize_t n)
+/* Ints that most decodes hold (page sizes, IA32_PAT's default, the flat
+   limits), made once: each saves an allocation and its free per decode. */
+static uint64_t COMMON[] = {1ULL << 12, 1ULL << 21, 1ULL << 22, 1ULL << 30, 0xFFFFFFFFULL,
+                            0xFFFFFULL, 0xFFFFULL, 0 /* set at import */};
+#define N_COMMON (sizeof COMMON / sizeof COMMON[0])
+static PyObject *common_ints[N_COMMON];   /* the last: IA32_PAT's default */
+
+static PyObject *int_of(uint64_t v)
+{
+    if (v > 256)
+        for (size_t i = 0; i < N_COMMON; i++)
+            if (COMMON[i] == v && common_ints[i]) {
+                Py_INCREF(common_ints[i]);
+                return common_ints[i];
+            }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* A tuple of n ints from n uint64 values; item 0 is first (an int equal to
+   values[0]: the argument it was decoded from) when not NULL. */
+static PyObject *int_tuple(const uint64_t *values, Py_ssize_t n, PyObject *first)
 {
     PyObject *t = PyTuple_New(n);
     if (!t)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(values[i]);
+        PyObject *v;
+        if (i == 0 && first) {
+            Py_INCREF(first);
+            v = first;
+        } else {
+            v = int_of(values[i]);
+        }
         if (!v) {
             Py_DECREF(t);
             return NULL;
@@ -497,7 +522,7 @@ static PyObject *new_pte(PyObject *module, PyObject *const *args, Py_ssize_t nar
     fields[8] = out.pkey;
     fields[9] = out.pat_index;
     fields[10] = out.memory_type;
-    decoded = int_tuple(fields, 11);
+    decoded = int_tuple(fields, 11, args[1]);     /* out.raw is raw */
     if (!decoded)
         return NULL;
     /* raw, mode, level, maxphyaddr, pat_msr, pse, nxe, address, _d */
@@ -511,7 +536,7 @@ static PyObject *new_pte(PyObject *module, PyObject *const *args, Py_ssize_t nar
     values[7] = args[8];
     values[8] = decoded;
     if (!values[4]) {
-        values[4] = PyLong_FromUnsignedLongLong(pat);
+        values[4] = int_of(pat);
         if (!values[4]) {
             Py_DECREF(decoded);
             return NULL;
@@ -581,7 +606,7 @@ static PyObject *new_descriptor(PyObject *module, PyObject *const *args, Py_ssiz
     fields[16] = out.size;
     fields[17] = out.ist;
     fields[18] = out.param_count;
-    decoded = int_tuple(fields, 19);
+    decoded = int_tuple(fields, 19, args[1]);     /* out.raw_lo is lo */
     if (!decoded)
         return NULL;
     /* raw (the decode's raw_lo), mode, address, _d, raw_high (the decode's raw_hi
@@ -718,6 +743,10 @@ PyMODINIT_FUNC PyInit__percall(void)
         return NULL;
     if (!empty_args && !(empty_args = PyTuple_New(0)))
         return NULL;
+    COMMON[N_COMMON - 1] = ksi_pat_default();
+    for (size_t i = 0; i < N_COMMON; i++)
+        if (!common_ints[i] && !(common_ints[i] = PyLong_FromUnsignedLongLong(COMMON[i])))
+            return NULL;
     m = PyModule_Create(&module);
     if (!m)
         return NULL;
