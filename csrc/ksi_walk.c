@@ -301,21 +301,24 @@ typedef struct {
    them to one page table, which 64 slots hit 3% of the time). */
 #define MEMO_BITS 6
 #define MEMO_WIDE_BITS 11
+/* Slots of a memo store: with the wide level, or 64 at every level. */
 #define MEMO_STORE (4 * (1u << MEMO_BITS) + (1u << MEMO_WIDE_BITS))
+#define MEMO_STORE_NARROW (5 * (1u << MEMO_BITS))
 
 typedef struct {
-    level_memo *slots[6];     /* [level] */
+    level_memo *slots[6];     /* [level], in the caller's store */
     uint64_t mask[6];         /* [level]: slots - 1 */
     unsigned bits[6];
-    level_memo store[MEMO_STORE];
 } memo_table;
 
-/* Empty memo tables for a batch of count addresses (the wide level is
+/* Empty memo tables in store (MEMO_STORE slots when wide, else
+   MEMO_STORE_NARROW) for a batch of count addresses (the wide level is
    sized to the batch: clearing it costs more than a small batch gains). */
-static void memo_init(memo_table *mt, const mode_info *mi, uint64_t count)
+static void memo_init(memo_table *mt, level_memo *store, int wide_store, const mode_info *mi,
+                      uint64_t count)
 {
     unsigned wide = MEMO_BITS, used = 0;
-    while (wide < MEMO_WIDE_BITS && (1ULL << (wide + 5)) < count)
+    while (wide_store && wide < MEMO_WIDE_BITS && (1ULL << (wide + 5)) < count)
         wide++;
     for (int level = 0; level < 6; level++) {
         unsigned bits = level == 2 ? wide : MEMO_BITS;
@@ -325,12 +328,12 @@ static void memo_init(memo_table *mt, const mode_info *mi, uint64_t count)
             mt->bits[level] = 0;
             continue;
         }
-        mt->slots[level] = &mt->store[used];
+        mt->slots[level] = &store[used];
         mt->mask[level] = (1ULL << bits) - 1;
         mt->bits[level] = bits;
         used += 1u << bits;
     }
-    memset(mt->store, 0, used * sizeof mt->store[0]);
+    memset(store, 0, used * sizeof store[0]);
 }
 
 typedef struct {
@@ -716,6 +719,7 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
                        ksi_translation *full, ksi_translation_brief *brief)
 {
     walker w;
+    level_memo store[MEMO_STORE];
     memo_table memo, *mt = count > 8 ? &memo : NULL;
     ksi_translation local;
     int rc = check_walk_args(mem, mode, cfg);
@@ -726,7 +730,7 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
         return KSI_ERR_NULL_POINTER;
     walker_init(&w, mem, cr3, mode, cfg, mt != NULL);
     if (mt)
-        memo_init(mt, w.mi, count);
+        memo_init(mt, store, 1, w.mi, count);
     if (!full) {
         for (size_t i = 0; i < count; i++) {
             rc = translate_brief(&w, mt, vas[i], &local);
@@ -751,6 +755,7 @@ int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pag
                       const uint64_t *vas, size_t count, uint64_t *pas, uint64_t unmapped)
 {
     walker w;
+    level_memo store[MEMO_STORE];
     memo_table memo, *mt = count > 8 ? &memo : NULL;
     ksi_translation t;
     int rc = check_walk_args(mem, mode, cfg);
@@ -761,7 +766,7 @@ int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pag
         return KSI_ERR_NULL_POINTER;
     walker_init(&w, mem, cr3, mode, cfg, mt != NULL);
     if (mt)
-        memo_init(mt, w.mi, count);
+        memo_init(mt, store, 1, w.mi, count);
     for (size_t i = 0; i < count; i++) {
         /* vas and pas may be the same array: read before writing. */
         rc = translate_brief(&w, mt, vas[i], &t);
@@ -828,6 +833,7 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
                      ksi_translation *failure)
 {
     walker w;
+    level_memo store[MEMO_STORE_NARROW];      /* reads walk pages in order: 64 a level */
     memo_table memo;
     ksi_translation t;
     size_t copied = 0;
@@ -843,7 +849,7 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
         return KSI_ERR_OUT_OF_RANGE;
     walker_init(&w, mem, cr3, mode, cfg, n > 8192);
     if (n > 8192)
-        memo_init(&memo, w.mi, n >> 12);
+        memo_init(&memo, store, 0, w.mi, n >> 12);
     memset(failure, 0, sizeof *failure);
     while (copied < n) {
         uint64_t at = va + copied, take;
