@@ -122,7 +122,7 @@ _POPULATE_MIN_BYTES = 1 << 20
 # Where the kernel has transparent huge pages (Linux madvise), an output of
 # 4 MiB or more asks for them and is populated by MADV_POPULATE_WRITE
 # (Linux 5.14): one fault per 2 MiB instead of 512 (a fresh 24 MB array took
-# 9 ms to populate in 4 KiB pages, 1 ms in 2 MiB ones). An older kernel
+# 9-12 ms to populate in 4 KiB pages, 2 ms in 2 MiB ones). An older kernel
 # refuses the advice; its pages are then faulted in as C writes them.
 _HUGE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
 _POPULATE_WRITE = 23             # MADV_POPULATE_WRITE (linux/mman.h), not in the mmap module
