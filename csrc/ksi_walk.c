@@ -11,6 +11,14 @@
 
 #define BIT(n) (1ULL << (n))
 
+/* Helpers marked HOT run once per level of every walk: inlined
+   (GCC and clang: forced), so a batch walk is one loop without calls. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HOT static inline __attribute__((always_inline))
+#else
+#define HOT static inline
+#endif
+
 /* Anomalies that make the processor fault (SDM 4.7: PFEC.RSVD). */
 #define FAULTING_ANOMALIES (KSI_PA_RESERVED_PHYS | KSI_PA_RESERVED_LEVEL | KSI_PA_XD_RESERVED)
 
@@ -72,19 +80,19 @@ static int check_config(const ksi_paging_config *cfg)
 
 /* Little-endian loads written byte by byte (portable; compilers turn
    them into one load on little-endian hosts). */
-static uint64_t load_le64(const uint8_t *p)
+HOT uint64_t load_le64(const uint8_t *p)
 {
     return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24
            | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48
            | (uint64_t)p[7] << 56;
 }
 
-static uint64_t load_le32(const uint8_t *p)
+HOT uint64_t load_le32(const uint8_t *p)
 {
     return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
 }
 
-static uint64_t load_le(const uint8_t *p, unsigned width)
+HOT uint64_t load_le(const uint8_t *p, unsigned width)
 {
     return width == 8 ? load_le64(p) : load_le32(p);
 }
@@ -107,7 +115,7 @@ static long find_run(const ksi_phys *mem, uint64_t pa)
 
 /* A pointer to n bytes of physical memory at pa when they lie in one run
    and inside the mapped image; NULL otherwise. hint caches the last run. */
-static const uint8_t *direct(const ksi_phys *mem, uint64_t pa, uint64_t n, long *hint)
+HOT const uint8_t *direct(const ksi_phys *mem, uint64_t pa, uint64_t n, long *hint)
 {
     const ksi_run *r;
     uint64_t into, at;
@@ -195,7 +203,7 @@ int ksi_phys_read(const ksi_phys *mem, uint64_t pa, uint8_t *out, size_t n, size
 }
 
 /* Read one entry (4 or 8 bytes); 0 when it is not in the image. */
-static int read_entry(const ksi_phys *mem, uint64_t pa, unsigned width, uint64_t *value,
+HOT int read_entry(const ksi_phys *mem, uint64_t pa, unsigned width, uint64_t *value,
                       long *hint)
 {
     uint8_t buf[8];
@@ -223,21 +231,21 @@ uint64_t ksi_table_root(uint64_t cr3, int mode)
     }
 }
 
-static uint64_t space_mask(const mode_info *mi)
+HOT uint64_t space_mask(const mode_info *mi)
 {
     return mi->va_bits >= 64 ? ~0ULL : BIT(mi->va_bits) - 1;
 }
 
 /* A linear address as the walk sees it (bits va_bits-1:0) back to its
    canonical form (4.5: bits 63:va_bits copy bit va_bits-1). */
-static uint64_t canonical(const mode_info *mi, uint64_t raw)
+HOT uint64_t canonical(const mode_info *mi, uint64_t raw)
 {
     if (mi->canonical && (raw & BIT(mi->va_bits - 1)))
         return raw | ~space_mask(mi);
     return raw;
 }
 
-static int is_canonical(const mode_info *mi, uint64_t va)
+HOT int is_canonical(const mode_info *mi, uint64_t va)
 {
     return canonical(mi, va & space_mask(mi)) == va;
 }
@@ -254,36 +262,79 @@ static int is_canonical(const mode_info *mi, uint64_t va)
    once per kind of entry instead of once per entry. */
 #define DECODE_SLOTS 64
 
+/* What walks use of a decoded entry (32 bytes: two slots a cache line). */
 typedef struct {
     uint64_t key;             /* the value without its address bits; 0: empty (present
                                  entries, bit 0 set, are the only ones kept) */
-    ksi_pte e;                /* its decode: use flags, anomalies, page size, not raw */
-} decode_slot;
+    uint64_t frame;           /* ksi_pte.frame of the decode */
+    uint64_t page_size;
+    uint32_t flags;
+    uint32_t anomalies;
+} entry_facts;
 
 /* What a walk found at one level, for the linear addresses that share
    va >> shift[level] (they read the same entries down to this level).
    Within one call the memory does not change, so this is exact. Each level
-   keeps MEMO_SLOTS such prefixes, direct-mapped: random addresses that
+   keeps a direct-mapped table of such prefixes: random addresses that
    alternate between regions (the direct map, espfix, vmemmap) still find
    their upper levels (one slot per level made a random batch 3x slower
-   than a sorted one). */
-#define MEMO_SLOT_BITS 6
-#define MEMO_SLOTS (1u << MEMO_SLOT_BITS)
+   than a sorted one). The entry's index and address are not kept: they
+   follow from va and the table above. 32 bytes. */
 enum { MEMO_EMPTY = 0, MEMO_TABLE = 1, MEMO_LEAF = 2, MEMO_STOP = 3, MEMO_UNREAD = 4 };
 
 typedef struct {
     uint64_t prefix;
-    uint64_t address;
-    uint64_t value;
+    uint64_t value;           /* the entry; MEMO_UNREAD: the entry above (that names the
+                                 table not in the image), 0 at the top */
     uint64_t frame;           /* next table, or the page (MEMO_LEAF) */
-    uint64_t page_size;
-    uint32_t rights;          /* after this level */
-    uint32_t anomalies;       /* after this level */
-    uint32_t kind;
-    uint32_t reason;          /* MEMO_STOP / MEMO_UNREAD */
-    uint16_t index;
+    uint8_t kind;
+    uint8_t reason;           /* MEMO_STOP / MEMO_UNREAD */
     uint8_t fail_level;
+    uint8_t rights;           /* after this level */
+    uint8_t anomalies;        /* after this level (every entry read down to it) */
+    uint8_t page_shift;       /* MEMO_LEAF */
+    uint8_t unused[2];
 } level_memo;
+
+/* Slots a level: 64, and at level 2 up to 2^MEMO_WIDE_BITS for large
+   batches (the 2 MiB prefixes: 4-level espfix alone aliases 2,048 of
+   them to one page table, which 64 slots hit 3% of the time). */
+#define MEMO_BITS 6
+#define MEMO_WIDE_BITS 11
+/* Slots of a memo store: with the wide level, or 64 at every level. */
+#define MEMO_STORE (4 * (1u << MEMO_BITS) + (1u << MEMO_WIDE_BITS))
+#define MEMO_STORE_NARROW (5 * (1u << MEMO_BITS))
+
+typedef struct {
+    level_memo *slots[6];     /* [level], in the caller's store */
+    uint64_t mask[6];         /* [level]: slots - 1 */
+    unsigned bits[6];
+} memo_table;
+
+/* Empty memo tables in store (MEMO_STORE slots when wide, else
+   MEMO_STORE_NARROW) for a batch of count addresses (the wide level is
+   sized to the batch: clearing it costs more than a small batch gains). */
+static void memo_init(memo_table *mt, level_memo *store, int wide_store, const mode_info *mi,
+                      uint64_t count)
+{
+    unsigned wide = MEMO_BITS, used = 0;
+    while (wide_store && wide < MEMO_WIDE_BITS && (1ULL << (wide + 5)) < count)
+        wide++;
+    for (int level = 0; level < 6; level++) {
+        unsigned bits = level == 2 ? wide : MEMO_BITS;
+        if (level < 1 || level > mi->levels) {
+            mt->slots[level] = NULL;
+            mt->mask[level] = 0;
+            mt->bits[level] = 0;
+            continue;
+        }
+        mt->slots[level] = &store[used];
+        mt->mask[level] = (1ULL << bits) - 1;
+        mt->bits[level] = bits;
+        used += 1u << bits;
+    }
+    memset(store, 0, used * sizeof store[0]);
+}
 
 typedef struct {
     const ksi_phys *mem;
@@ -295,9 +346,8 @@ typedef struct {
     unsigned maxphy;
     uint64_t root;
     long hint;
-    ksi_pte scratch;
-    decode_slot cache[6][DECODE_SLOTS];
-    level_memo memo[6][MEMO_SLOTS];
+    entry_facts scratch;
+    entry_facts cache[6][DECODE_SLOTS];
 } walker;
 
 static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
@@ -312,10 +362,8 @@ static void walker_init(walker *w, const ksi_phys *mem, uint64_t cr3, int mode,
     w->root = ksi_table_root(cr3, mode);
     w->hint = -1;
     w->cached = cached;
-    if (cached) {
+    if (cached)
         memset(w->cache, 0, sizeof w->cache);
-        memset(w->memo, 0, sizeof w->memo);
-    }
 }
 
 static uint64_t span(unsigned hi, unsigned lo)
@@ -324,7 +372,7 @@ static uint64_t span(unsigned hi, unsigned lo)
 }
 
 /* The address bits of a present entry (SDM Tables 4-4 to 4-20). */
-static uint64_t address_bits(const walker *w, uint64_t v, int level)
+HOT uint64_t address_bits(const walker *w, uint64_t v, int level)
 {
     if (w->mode == KSI_PAGING_32BIT) {
         if (level == 2 && (v & BIT(7)) && (w->cfg->options & KSI_PO_PSE))
@@ -336,16 +384,29 @@ static uint64_t address_bits(const walker *w, uint64_t v, int level)
     return span(w->maxphy - 1, 12);
 }
 
-/* ksi_decode_pte of a present entry: *out holds its flags, anomalies and
-   page size (not its raw value), *frame its page or next-table address. */
-static int decode(walker *w, uint64_t value, int level, const ksi_pte **out, uint64_t *frame)
+static int facts_of(const walker *w, uint64_t value, int level, entry_facts *out)
 {
-    decode_slot *slot;
+    ksi_pte pte;
+    int rc = ksi_decode_pte(value, w->cfg, w->mode, level, &pte);
+    if (rc != KSI_OK)
+        return rc;
+    out->frame = pte.frame;
+    out->page_size = pte.page_size;
+    out->flags = pte.flags;
+    out->anomalies = pte.anomalies;
+    return KSI_OK;
+}
+
+/* ksi_decode_pte of a present entry: *out holds its flags, anomalies and
+   page size, *frame its page or next-table address. */
+HOT int decode(walker *w, uint64_t value, int level, const entry_facts **out, uint64_t *frame)
+{
+    entry_facts *slot;
     uint64_t bits, key;
     int rc;
 
     if (!w->cached) {
-        rc = ksi_decode_pte(value, w->cfg, w->mode, level, &w->scratch);
+        rc = facts_of(w, value, level, &w->scratch);
         *out = &w->scratch;
         *frame = w->scratch.frame;
         return rc;
@@ -355,15 +416,15 @@ static int decode(walker *w, uint64_t value, int level, const ksi_pte **out, uin
     slot = &w->cache[level][(key ^ (key >> 6) ^ (key >> 13) ^ (key >> 52) ^ (key >> 58))
                             & (DECODE_SLOTS - 1)];
     if (slot->key != key) {
-        rc = ksi_decode_pte(key, w->cfg, w->mode, level, &slot->e);
+        rc = facts_of(w, key, level, slot);
         if (rc != KSI_OK) {
             slot->key = 0;
             return rc;
         }
         slot->key = key;
     }
-    *out = &slot->e;
-    *frame = slot->e.frame | (value & bits);
+    *out = slot;
+    *frame = slot->frame | (value & bits);
     return KSI_OK;
 }
 
@@ -372,7 +433,7 @@ static int decode(walker *w, uint64_t value, int level, const ksi_pte **out, uin
    registers at MOV to CR3 (4.4.1), so an image taken while this CR3 was in
    use shows PDPTEs the CPU (or emulator: QEMU's TCG sets bit 5, the A bit,
    which the SDM reserves) accepted. Their reserved bits stay anomalies. */
-static int faults(const walker *w, const ksi_pte *e, int level)
+HOT int faults(const walker *w, const entry_facts *e, int level)
 {
     if (!w->strict || !(e->anomalies & FAULTING_ANOMALIES))
         return 0;
@@ -381,7 +442,7 @@ static int faults(const walker *w, const ksi_pte *e, int level)
 
 /* Rights of one present entry folded into the running rights (4.6):
    PAE PDPTEs carry no R/W, U/S or XD. */
-static uint32_t fold_rights(uint32_t rights, const ksi_pte *e, int mode, int level)
+HOT uint32_t fold_rights(uint32_t rights, const entry_facts *e, int mode, int level)
 {
     if (mode == KSI_PAGING_PAE && level == 3)
         return rights;
@@ -394,42 +455,67 @@ static uint32_t fold_rights(uint32_t rights, const ksi_pte *e, int mode, int lev
     return rights;
 }
 
-static unsigned memo_slot(uint64_t prefix)
+/* log2 of a page size (4 KiB, 2 MiB, 4 MiB or 1 GiB); 0 for 0. */
+static unsigned page_shift(uint64_t size)
+{
+    switch (size) {
+    case 0: return 0;
+    case BIT(12): return 12;
+    case BIT(21): return 21;
+    case BIT(22): return 22;
+    case BIT(30): return 30;
+    default: {
+        unsigned shift = 12;
+        while (shift < 63 && BIT(shift) < size)
+            shift++;
+        return shift;
+    }
+    }
+}
+
+HOT level_memo *memo_slot(const memo_table *mt, int level, uint64_t prefix)
 {
     /* Consecutive prefixes get distinct slots. */
-    return (unsigned)((prefix ^ (prefix >> MEMO_SLOT_BITS) ^ (prefix >> (2 * MEMO_SLOT_BITS)))
-                      & (MEMO_SLOTS - 1));
+    unsigned bits = mt->bits[level];
+    return &mt->slots[level][(prefix ^ (prefix >> bits) ^ (prefix >> (2 * bits)))
+                             & mt->mask[level]];
 }
 
-static void memo_set(walker *w, int level, uint64_t va, uint32_t kind, uint64_t index,
-                     uint64_t address, uint64_t value, uint64_t frame, uint64_t page_size,
-                     uint32_t rights, uint32_t anomalies, uint32_t reason, int fail_level)
+HOT void memo_set(memo_table *mt, const mode_info *mi, int level, uint64_t va, unsigned kind,
+                  uint64_t value, uint64_t frame, unsigned shift, uint32_t rights,
+                  uint32_t anomalies, uint32_t reason, int fail_level)
 {
-    uint64_t prefix = va >> w->mi->shift[level];
-    level_memo *m = &w->memo[level][memo_slot(prefix)];
-    if (!w->cached)
+    uint64_t prefix = va >> mi->shift[level];
+    level_memo *m;
+    if (!mt)
         return;
+    m = memo_slot(mt, level, prefix);
     m->prefix = prefix;
-    m->kind = kind;
-    m->index = (uint16_t)index;
-    m->address = address;
     m->value = value;
     m->frame = frame;
-    m->page_size = page_size;
-    m->rights = rights;
-    m->anomalies = anomalies;
-    m->reason = reason;
+    m->kind = (uint8_t)kind;
+    m->reason = (uint8_t)reason;
     m->fail_level = (uint8_t)fail_level;
+    m->rights = (uint8_t)rights;
+    m->anomalies = (uint8_t)anomalies;
+    m->page_shift = (uint8_t)shift;
 }
 
-/* Walk va into t. Only the first t->steps members of the path arrays are
-   written; tidy zeroes the others (for output the caller keeps). */
-static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
+/* Walk va into t, replaying what mt (NULL: none) remembers of the
+   addresses walked before it in this call. With path, every entry read is
+   in t's arrays; without, only t->entry_value[t->steps - 1] (the last entry
+   read, as ksi_translation_brief keeps it), and mt is probed from the
+   bottom level up: the lowest level that remembers va's prefix holds all
+   the walk needs (rights and anomalies are kept as they stand after it).
+   Only the first t->steps members of the arrays are written; tidy zeroes
+   the others (for output the caller keeps). */
+HOT int translate_core(walker *w, memo_table *mt, uint64_t va, ksi_translation *t, int path,
+                       int tidy)
 {
     const mode_info *mi = w->mi;
-    uint64_t table = w->root;
+    uint64_t table = w->root, last = 0;
     uint32_t rights = KSI_WR_WRITABLE | KSI_WR_USER, anomalies = 0;
-    const ksi_pte *e;
+    const entry_facts *e;
     uint64_t frame;
     unsigned step = 0;
     int level = mi->levels, rc = KSI_OK;
@@ -448,11 +534,12 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
         t->reason = KSI_WALK_NON_CANONICAL;
         goto done;
     }
-    /* Replay the levels an earlier address of this call shares. */
-    if (w->cached) {
+    if (mt && path) {
+        /* Replay the levels an earlier address of this call shares. */
         for (; level >= 1; level--) {
             uint64_t prefix = va >> mi->shift[level];
-            const level_memo *m = &w->memo[level][memo_slot(prefix)];
+            const level_memo *m = memo_slot(mt, level, prefix);
+            uint64_t index;
             if (m->kind == MEMO_EMPTY || m->prefix != prefix)
                 break;
             if (m->kind == MEMO_UNREAD) {
@@ -460,8 +547,9 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
                 t->fail_level = m->fail_level;
                 goto done;
             }
-            t->index[step] = m->index;
-            t->entry_address[step] = m->address;
+            index = (va >> mi->shift[level]) & (mi->entries[level] - 1);
+            t->index[step] = (uint16_t)index;
+            t->entry_address[step] = table + index * mi->width;
             t->entry_value[step] = m->value;
             step++;
             rights = m->rights;
@@ -471,8 +559,39 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
                 continue;
             }
             if (m->kind == MEMO_LEAF) {
-                t->page_size = m->page_size;
-                t->pa = m->frame | (va & (m->page_size - 1));
+                t->page_size = BIT(m->page_shift);
+                t->pa = m->frame | (va & (t->page_size - 1));
+                t->rights = rights;
+            } else {
+                t->reason = m->reason;
+                t->fail_level = m->fail_level;
+            }
+            goto done;
+        }
+    } else if (mt) {
+        for (int at = 1; at <= mi->levels; at++) {
+            uint64_t prefix = va >> mi->shift[at];
+            const level_memo *m = memo_slot(mt, at, prefix);
+            if (m->kind == MEMO_EMPTY || m->prefix != prefix)
+                continue;
+            step = (unsigned)(mi->levels - at);      /* the entries above this level */
+            anomalies = m->anomalies;
+            last = m->value;
+            if (m->kind == MEMO_UNREAD) {
+                t->reason = m->reason;
+                t->fail_level = m->fail_level;
+                goto done;
+            }
+            step++;
+            rights = m->rights;
+            if (m->kind == MEMO_TABLE) {
+                table = m->frame;
+                level = at - 1;
+                break;
+            }
+            if (m->kind == MEMO_LEAF) {
+                t->page_size = BIT(m->page_shift);
+                t->pa = m->frame | (va & (t->page_size - 1));
                 t->rights = rights;
             } else {
                 t->reason = m->reason;
@@ -491,18 +610,22 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
                points to it (or level 0 for the table CR3 names). */
             t->reason = KSI_WALK_NOT_IN_IMAGE;
             t->fail_level = (uint8_t)(level == mi->levels ? 0 : level + 1);
-            memo_set(w, level, va, MEMO_UNREAD, 0, 0, 0, 0, 0, 0, 0, t->reason, t->fail_level);
+            memo_set(mt, mi, level, va, MEMO_UNREAD, last, 0, 0, 0, anomalies, t->reason,
+                     t->fail_level);
             goto done;
         }
-        t->index[step] = (uint16_t)index;
-        t->entry_address[step] = address;
-        t->entry_value[step] = value;
+        if (path) {
+            t->index[step] = (uint16_t)index;
+            t->entry_address[step] = address;
+            t->entry_value[step] = value;
+        }
+        last = value;
         step++;
         if (!(value & 1)) {
             t->reason = KSI_WALK_NOT_PRESENT;
             t->fail_level = (uint8_t)level;
-            memo_set(w, level, va, MEMO_STOP, index, address, value, 0, 0, rights, anomalies,
-                     t->reason, level);
+            memo_set(mt, mi, level, va, MEMO_STOP, value, 0, 0, rights, anomalies, t->reason,
+                     level);
             goto done;
         }
         rc = decode(w, value, level, &e, &frame);
@@ -512,8 +635,8 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
         if (faults(w, e, level)) {
             t->reason = KSI_WALK_RESERVED;
             t->fail_level = (uint8_t)level;
-            memo_set(w, level, va, MEMO_STOP, index, address, value, 0, 0, rights, anomalies,
-                     t->reason, level);
+            memo_set(mt, mi, level, va, MEMO_STOP, value, 0, 0, rights, anomalies, t->reason,
+                     level);
             goto done;
         }
         rights = fold_rights(rights, e, w->mode, level);
@@ -521,18 +644,19 @@ static int translate_one(walker *w, uint64_t va, ksi_translation *t, int tidy)
             t->page_size = e->page_size;
             t->pa = frame | (va & (e->page_size - 1));
             t->rights = rights;
-            memo_set(w, level, va, MEMO_LEAF, index, address, value,
-                     frame & ~(e->page_size - 1), e->page_size, rights, anomalies, 0, 0);
+            memo_set(mt, mi, level, va, MEMO_LEAF, value, frame & ~(e->page_size - 1),
+                     page_shift(e->page_size), rights, anomalies, 0, 0);
             goto done;
         }
-        memo_set(w, level, va, MEMO_TABLE, index, address, value, frame, 0, rights, anomalies,
-                 0, 0);
+        memo_set(mt, mi, level, va, MEMO_TABLE, value, frame, 0, rights, anomalies, 0, 0);
         table = frame;
     }
     rc = KSI_ERR_BAD_LEVEL;   /* not reached: level 1 entries are leaves */
 done:
     t->steps = (uint8_t)step;
     t->anomalies = anomalies;
+    if (!path && step)
+        t->entry_value[step - 1] = last;
     if (tidy) {
         for (unsigned i = step; i < 5; i++) {
             t->index[i] = 0;
@@ -541,6 +665,18 @@ done:
         }
     }
     return rc;
+}
+
+/* The whole walk (every entry read in t's arrays). */
+static int translate_one(walker *w, memo_table *mt, uint64_t va, ksi_translation *t, int tidy)
+{
+    return translate_core(w, mt, va, t, 1, tidy);
+}
+
+/* The walk as ksi_translation_brief keeps it (see translate_core). */
+static int translate_brief(walker *w, memo_table *mt, uint64_t va, ksi_translation *t)
+{
+    return translate_core(w, mt, va, t, 0, 0);
 }
 
 static int check_walk_args(const ksi_phys *mem, int mode, const ksi_paging_config *cfg)
@@ -563,25 +699,7 @@ int ksi_translate(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_paging_
     if (!result)
         return KSI_ERR_NULL_POINTER;
     walker_init(&w, mem, cr3, mode, cfg, 0);
-    return translate_one(&w, va, result, 1);
-}
-
-/* log2 of a page size (4 KiB, 2 MiB, 4 MiB or 1 GiB); 0 for 0. */
-static unsigned page_shift(uint64_t size)
-{
-    switch (size) {
-    case 0: return 0;
-    case BIT(12): return 12;
-    case BIT(21): return 21;
-    case BIT(22): return 22;
-    case BIT(30): return 30;
-    default: {
-        unsigned shift = 12;
-        while (shift < 63 && BIT(shift) < size)
-            shift++;
-        return shift;
-    }
-    }
+    return translate_one(&w, NULL, va, result, 1);
 }
 
 static void brief_of(const ksi_translation *t, ksi_translation_brief *b)
@@ -601,6 +719,8 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
                        ksi_translation *full, ksi_translation_brief *brief)
 {
     walker w;
+    level_memo store[MEMO_STORE];
+    memo_table memo, *mt = count > 8 ? &memo : NULL;
     ksi_translation local;
     int rc = check_walk_args(mem, mode, cfg);
 
@@ -608,14 +728,25 @@ int ksi_translate_many(const ksi_phys *mem, uint64_t cr3, int mode,
         return rc;
     if (count && !vas)
         return KSI_ERR_NULL_POINTER;
-    walker_init(&w, mem, cr3, mode, cfg, count > 8);
+    walker_init(&w, mem, cr3, mode, cfg, mt != NULL);
+    if (mt)
+        memo_init(mt, store, 1, w.mi, count);
+    if (!full) {
+        for (size_t i = 0; i < count; i++) {
+            rc = translate_brief(&w, mt, vas[i], &local);
+            if (rc != KSI_OK)
+                return rc;
+            if (brief)
+                brief_of(&local, &brief[i]);
+        }
+        return KSI_OK;
+    }
     for (size_t i = 0; i < count; i++) {
-        ksi_translation *t = full ? &full[i] : &local;
-        rc = translate_one(&w, vas[i], t, full != NULL);
+        rc = translate_one(&w, mt, vas[i], &full[i], 1);
         if (rc != KSI_OK)
             return rc;
         if (brief)
-            brief_of(t, &brief[i]);
+            brief_of(&full[i], &brief[i]);
     }
     return KSI_OK;
 }
@@ -624,6 +755,8 @@ int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pag
                       const uint64_t *vas, size_t count, uint64_t *pas, uint64_t unmapped)
 {
     walker w;
+    level_memo store[MEMO_STORE];
+    memo_table memo, *mt = count > 8 ? &memo : NULL;
     ksi_translation t;
     int rc = check_walk_args(mem, mode, cfg);
 
@@ -631,10 +764,12 @@ int ksi_translate_pas(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pag
         return rc;
     if (count && (!vas || !pas))
         return KSI_ERR_NULL_POINTER;
-    walker_init(&w, mem, cr3, mode, cfg, count > 8);
+    walker_init(&w, mem, cr3, mode, cfg, mt != NULL);
+    if (mt)
+        memo_init(mt, store, 1, w.mi, count);
     for (size_t i = 0; i < count; i++) {
         /* vas and pas may be the same array: read before writing. */
-        rc = translate_one(&w, vas[i], &t, 0);
+        rc = translate_brief(&w, mt, vas[i], &t);
         if (rc != KSI_OK)
             return rc;
         pas[i] = t.reason == KSI_WALK_OK ? t.pa : unmapped;
@@ -652,7 +787,7 @@ uint64_t ksi_translate_packed(const ksi_phys *mem, uint64_t cr3, int mode,
     if (check_walk_args(mem, mode, cfg) != KSI_OK)
         return KSI_PACKED_ERROR;
     walker_init(&w, mem, cr3, mode, cfg, 0);
-    if (translate_one(&w, va, &t, 0) != KSI_OK)
+    if (translate_one(&w, NULL, va, &t, 0) != KSI_OK)
         return KSI_PACKED_ERROR;
     switch (t.page_size) {
     case BIT(21): code = 1; break;
@@ -680,7 +815,7 @@ int ksi_translate_page(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pa
     if (!out || !base_offset)
         return KSI_ERR_NULL_POINTER;
     walker_init(&w, mem, cr3, mode, cfg, 0);
-    rc = translate_one(&w, va, &t, 0);
+    rc = translate_one(&w, NULL, va, &t, 0);
     if (rc != KSI_OK)
         return rc;
     brief_of(&t, out);
@@ -698,6 +833,8 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
                      ksi_translation *failure)
 {
     walker w;
+    level_memo store[MEMO_STORE_NARROW];      /* reads walk pages in order: 64 a level */
+    memo_table memo;
     ksi_translation t;
     size_t copied = 0;
     int rc = check_walk_args(mem, mode, cfg);
@@ -711,12 +848,14 @@ int ksi_read_virtual(const ksi_phys *mem, uint64_t cr3, int mode, const ksi_pagi
     if (n && va + (n - 1) < va)
         return KSI_ERR_OUT_OF_RANGE;
     walker_init(&w, mem, cr3, mode, cfg, n > 8192);
+    if (n > 8192)
+        memo_init(&memo, store, 0, w.mi, n >> 12);
     memset(failure, 0, sizeof *failure);
     while (copied < n) {
         uint64_t at = va + copied, take;
         size_t got;
 
-        rc = translate_one(&w, at, &t, 1);
+        rc = translate_one(&w, n > 8192 ? &memo : NULL, at, &t, 1);
         if (rc != KSI_OK)
             return rc;
         if (t.reason != KSI_WALK_OK) {
@@ -845,7 +984,7 @@ static int walk_table(enumeration *en, uint64_t table_pa, int level, uint64_t ba
         count = ((en->last_raw - base) >> shift) + 1;    /* entries up to last */
     for (uint64_t i = first; i < count; i++) {
         uint64_t va, value, frame;
-        const ksi_pte *e;
+        const entry_facts *e;
         uint32_t r;
         int rc;
 

@@ -682,3 +682,30 @@ def test_call_gate_and_tss_keep_the_type_field_of_0():
         assert g.to_dict()["anomalies"] == ["upper-type-nonzero"]
         upper = [(f.name, f.msb, f.lsb) for f in g.fields() if f.lsb >= 64]
         assert upper[:3] == [("Reserved", 127, 109), ("Zero", 108, 104), ("Reserved", 103, 96)]
+
+
+def test_one_decode_is_one_call_into_c(monkeypatch):
+    """SegmentDescriptor.decode builds the whole value in C (ksinspect._percall.
+    new_descriptor) and leaves the checked path to what C does not take."""
+    import ksinspect.x86.descriptor as module
+    if module._percall is None:
+        pytest.skip("ksinspect._percall is not built here")
+    calls = []
+    checked = module._decode
+    monkeypatch.setattr(module, "_decode", lambda *a: calls.append(a) or checked(*a))
+    # SDM 3.4.5: base 0, limit 0xFFFFF with G=1, D=1, P=1, DPL 0, type 0xB (code,
+    # execute/read, accessed): Linux's __KERNEL32_CS.
+    seg = SegmentDescriptor.decode(0x00CF9B000000FFFF, None, "legacy", address=0x10)
+    assert (seg.kind.value, seg.base, seg.limit, seg.dpl, seg.type, seg.address) == (
+        "code", 0, 0xFFFFFFFF, 0, 0xB, 0x10)
+    assert seg.raw_high is None and type(seg) is SegmentDescriptor
+    # SDM 6.14.1 (Figure 6-8): a 64-bit interrupt gate, selector 0x10, offset
+    # 0xFFFFFFFF81A00B10, P=1, DPL 0, type 0xE, IST 0; the high qword holds offset 63:32.
+    gate = SegmentDescriptor.decode(0x81A08E0000100B10, 0x00000000FFFFFFFF, "long")
+    assert (gate.kind.value, gate.offset, gate.selector, gate.raw_high) == (
+        "interrupt-gate", 0xFFFFFFFF81A00B10, 0x10, 0xFFFFFFFF)
+    assert type(gate) is Gate and not calls
+    # A value wider than 64 bits runs the checked path, which says so.
+    with pytest.raises(DecodeError):
+        SegmentDescriptor.decode(1 << 64, None, "long")
+    assert len(calls) == 1

@@ -444,3 +444,30 @@ def test_text_forms():
               PagingEntry.decode(0x12345003, mode="pae", level=3),
               PagingEntry.decode(0, mode="5level", level=5)):
         check_teaching_forms(x)
+
+
+def test_one_decode_is_one_call_into_c(monkeypatch):
+    """PagingEntry.decode builds the whole value in C (ksinspect._percall.new_pte)
+    and leaves the checked path (the _native wrapper) to what C does not take."""
+    import ksinspect.x86.paging_entry as module
+    if module._percall is None:
+        pytest.skip("ksinspect._percall is not built here")
+    calls = []
+    checked = module._decode
+    monkeypatch.setattr(module, "_decode", lambda *a: calls.append(a) or checked(*a))
+    # SDM Table 4-20 (4-level PTE): P, R/W, A, D set, U/S clear, frame bits 51:12, XD bit 63.
+    pte = PagingEntry.decode(0x8000_0001_2345_6063, "4level", 1)
+    assert (pte.frame, pte.page_size, pte.present, pte.writable, pte.user, pte.nx) == (
+        0x1_2345_6000, KIB4, True, True, False, True)
+    assert (pte.accessed, pte.dirty, pte.leaf, pte.address, pte.pat_msr) == (
+        True, True, True, None, PAT_DEFAULT)
+    # SDM Table 4-17 (4-level PDE mapping a 2 MiB page, PS=1), at an address, NXE=0:
+    # bit 63 is then reserved.
+    pde = PagingEntry.decode(0x8000_0000_FEE0_00E3, "4level", 2, nxe=False, address=0x5008)
+    assert (pde.frame, pde.page_size, pde.nx, pde.address) == (0xFEE0_0000, MIB2, False, 0x5008)
+    assert pde.anomalies and not calls
+    # What C does not take (not a bool, a value wider than 64 bits) runs the checked path.
+    assert PagingEntry.decode(0x63, "4level", 1, pse=1).pse == 1
+    with pytest.raises(DecodeError):
+        PagingEntry.decode(1 << 64, "4level", 1)
+    assert len(calls) == 2

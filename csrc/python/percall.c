@@ -11,7 +11,9 @@
  * Translation (the Python class, a tuple subclass) straight from a slot, and
  * copies a read that lies in one remembered page straight from the image.
  * Single PagingEntry / SegmentDescriptor decodes come here too (the same
- * C decoders, called without cffi's cost).
+ * C decoders, called without cffi's cost): new_pte / new_descriptor build
+ * the whole value (the decode's tuple and the instance's attributes), so a
+ * decode from Python is one call into C.
  *
  * Anything else (not an int, not mapped, a read across pages or outside the
  * image, a file that shrank) is handed to the Python methods given at
@@ -350,6 +352,275 @@ static PyObject *decode_descriptor(PyObject *module, PyObject *const *args, Py_s
     return PyBytes_FromStringAndSize((const char *)&out, sizeof out);
 }
 
+/* --- whole values: PagingEntry.decode / SegmentDescriptor.decode ------------------ */
+
+/* The fields of ksi_pte and ksi_descriptor in member order: the tuples built
+   below hold them in this order, as ksinspect/_native's struct formats
+   unpack them (Python uses these builders only when the names agree). */
+static const char *const PTE_NAMES[] = {"raw", "frame", "page_size", "reserved_bits", "flags",
+                                        "anomalies", "mode", "level", "pkey", "pat_index",
+                                        "memory_type", NULL};
+static const char *const DESCRIPTOR_NAMES[] = {
+    "raw_lo", "raw_hi", "slot_offset", "base", "offset", "limit", "range_first", "range_last",
+    "flags", "anomalies", "raw_limit", "selector", "width", "kind", "type", "dpl", "size", "ist",
+    "param_count", NULL};
+
+static PyObject *names_tuple(const char *const *names)
+{
+    Py_ssize_t n = 0;
+    PyObject *t;
+    while (names[n])
+        n++;
+    t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (!name) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, name);
+    }
+    return t;
+}
+
+/* Ints that most decodes hold (page sizes, IA32_PAT's default, the flat
+   limits), made once: each saves an allocation and its free per decode. */
+static uint64_t COMMON[] = {1ULL << 12, 1ULL << 21, 1ULL << 22, 1ULL << 30, 0xFFFFFFFFULL,
+                            0xFFFFFULL, 0xFFFFULL, 0 /* set at import */};
+#define N_COMMON (sizeof COMMON / sizeof COMMON[0])
+static PyObject *common_ints[N_COMMON];   /* the last: IA32_PAT's default */
+
+static PyObject *int_of(uint64_t v)
+{
+    if (v > 256)
+        for (size_t i = 0; i < N_COMMON; i++)
+            if (COMMON[i] == v && common_ints[i]) {
+                Py_INCREF(common_ints[i]);
+                return common_ints[i];
+            }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* A tuple of n ints from n uint64 values; item 0 is first (an int equal to
+   values[0]: the argument it was decoded from) when not NULL. */
+static PyObject *int_tuple(const uint64_t *values, Py_ssize_t n, PyObject *first)
+{
+    PyObject *t = PyTuple_New(n);
+    if (!t)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v;
+        if (i == 0 && first) {
+            Py_INCREF(first);
+            v = first;
+        } else {
+            v = int_of(values[i]);
+        }
+        if (!v) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
+static PyObject *empty_args;      /* () for object.__new__ */
+
+/* object.__new__(cls), then object.__setattr__(obj, keys[i], values[i]) for
+   each of the n attributes (bypassing a frozen dataclass's __setattr__, as
+   the Python path does): the instance keeps them in its inline values (no
+   dict is made unless asked for), which costs less than building its
+   __dict__. NULL with an error on failure. */
+static PyObject *instance(PyTypeObject *cls, PyObject *keys, PyObject *const *values,
+                          Py_ssize_t n)
+{
+    PyObject *obj = PyBaseObject_Type.tp_new(cls, empty_args, NULL);
+    if (!obj)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyObject_GenericSetAttr(obj, PyTuple_GET_ITEM(keys, i), values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    return obj;
+}
+
+/* A spec tuple (made once by the Python side) checked for its shape. */
+static int spec_ok(PyObject *spec, Py_ssize_t n_keys)
+{
+    PyObject *keys;
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3
+        || !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)))
+        return 0;
+    keys = PyTuple_GET_ITEM(spec, 1);
+    if (!PyTuple_CheckExact(keys) || PyTuple_GET_SIZE(keys) != n_keys)
+        return 0;
+    for (Py_ssize_t i = 0; i < n_keys; i++)
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(keys, i)))
+            return 0;
+    return 1;
+}
+
+#define PTE_KEYS 9
+
+/* new_pte(spec, raw, mode, level, maxphyaddr, pat, pse, nxe, address): the
+   PagingEntry that PagingEntry.decode builds, or None where that method's
+   own path must run (an argument that is not a plain int / bool, a mode or
+   level it does not know, a decode the C core refuses: it raises the
+   precise error). spec = (PagingEntry, its attribute names in order, the
+   mode table {key: (PagingMode, C mode, levels)}).
+   pat None means IA32_PAT's default, as the method says. */
+static PyObject *new_pte(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *spec, *info, *values[PTE_KEYS], *decoded, *obj;
+    uint64_t raw, level, maxphyaddr, pat, code, fields[11];
+    ksi_paging_config cfg;
+    ksi_pte out;
+    int contains;
+
+    (void)module;
+    if (nargs != 9 || !spec_ok(args[0], PTE_KEYS)
+        || !PyType_Check(PyTuple_GET_ITEM(args[0], 0)))
+        Py_RETURN_NONE;
+    spec = args[0];
+    info = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 2), args[2]);
+    if (!info) {
+        PyErr_Clear();            /* unknown or unhashable: the method says which */
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_CheckExact(info) || PyTuple_GET_SIZE(info) != 3
+        || !PyAnySet_Check(PyTuple_GET_ITEM(info, 2)))
+        Py_RETURN_NONE;
+    contains = PySet_Contains(PyTuple_GET_ITEM(info, 2), args[3]);
+    if (contains != 1) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (args[5] == Py_None)
+        pat = ksi_pat_default();
+    else if (!exact_u64(args[5], &pat))
+        Py_RETURN_NONE;
+    if (!exact_u64(args[1], &raw) || !exact_u64(args[3], &level) || level > 16
+        || !exact_u64(args[4], &maxphyaddr) || !exact_u64(PyTuple_GET_ITEM(info, 1), &code)
+        || code > 16 || (args[6] != Py_True && args[6] != Py_False)
+        || (args[7] != Py_True && args[7] != Py_False))
+        Py_RETURN_NONE;
+    cfg.maxphyaddr = maxphyaddr;
+    cfg.pat_msr = pat;
+    cfg.options = (args[6] == Py_True ? KSI_PO_PSE : 0) | (args[7] == Py_True ? KSI_PO_NXE : 0);
+    if (ksi_decode_pte(raw, &cfg, (int)code, (int)level, &out) != KSI_OK)
+        Py_RETURN_NONE;
+    fields[0] = out.raw;
+    fields[1] = out.frame;
+    fields[2] = out.page_size;
+    fields[3] = out.reserved_bits;
+    fields[4] = out.flags;
+    fields[5] = out.anomalies;
+    fields[6] = out.mode;
+    fields[7] = out.level;
+    fields[8] = out.pkey;
+    fields[9] = out.pat_index;
+    fields[10] = out.memory_type;
+    decoded = int_tuple(fields, 11, args[1]);     /* out.raw is raw */
+    if (!decoded)
+        return NULL;
+    /* raw, mode, level, maxphyaddr, pat_msr, pse, nxe, address, _d */
+    values[0] = args[1];
+    values[1] = PyTuple_GET_ITEM(info, 0);
+    values[2] = args[3];
+    values[3] = args[4];
+    values[4] = args[5] == Py_None ? NULL : args[5];
+    values[5] = args[6];
+    values[6] = args[7];
+    values[7] = args[8];
+    values[8] = decoded;
+    if (!values[4]) {
+        values[4] = int_of(pat);
+        if (!values[4]) {
+            Py_DECREF(decoded);
+            return NULL;
+        }
+    } else {
+        Py_INCREF(values[4]);
+    }
+    obj = instance((PyTypeObject *)PyTuple_GET_ITEM(spec, 0), PyTuple_GET_ITEM(spec, 1), values,
+                   PTE_KEYS);
+    Py_DECREF(values[4]);
+    Py_DECREF(decoded);
+    return obj;
+}
+
+#define DESCRIPTOR_KEYS 5
+
+/* new_descriptor(spec, raw, raw_high, mode, address): the value that
+   SegmentDescriptor.decode builds, or None as new_pte. spec = (the class
+   of each ksi_descriptor_kind, as a tuple; the attribute names in order:
+   raw, mode, address, _d, raw_high; the mode table {key: (DescriptorMode,
+   C mode)}). */
+static PyObject *new_descriptor(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *spec, *info, *classes, *cls, *values[DESCRIPTOR_KEYS], *decoded, *obj;
+    uint64_t lo, hi = 0, code, fields[19];
+    int have_hi;
+    ksi_descriptor out;
+
+    (void)module;
+    if (nargs != 5 || !spec_ok(args[0], DESCRIPTOR_KEYS)
+        || !PyTuple_CheckExact(PyTuple_GET_ITEM(args[0], 0)))
+        Py_RETURN_NONE;
+    spec = args[0];
+    info = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 2), args[3]);
+    if (!info) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_CheckExact(info) || PyTuple_GET_SIZE(info) != 2
+        || !exact_u64(PyTuple_GET_ITEM(info, 1), &code) || code > 16 || !exact_u64(args[1], &lo))
+        Py_RETURN_NONE;
+    have_hi = args[2] != Py_None;
+    if (have_hi && !exact_u64(args[2], &hi))
+        Py_RETURN_NONE;
+    if (ksi_decode_descriptor(lo, hi, have_hi, (int)code, &out) != KSI_OK)
+        Py_RETURN_NONE;
+    classes = PyTuple_GET_ITEM(spec, 0);
+    if (out.kind >= PyTuple_GET_SIZE(classes) || !PyType_Check(PyTuple_GET_ITEM(classes, out.kind)))
+        Py_RETURN_NONE;
+    cls = PyTuple_GET_ITEM(classes, out.kind);
+    fields[0] = out.raw_lo;
+    fields[1] = out.raw_hi;
+    fields[2] = out.slot_offset;
+    fields[3] = out.base;
+    fields[4] = out.offset;
+    fields[5] = out.limit;
+    fields[6] = out.range_first;
+    fields[7] = out.range_last;
+    fields[8] = out.flags;
+    fields[9] = out.anomalies;
+    fields[10] = out.raw_limit;
+    fields[11] = out.selector;
+    fields[12] = out.width;
+    fields[13] = out.kind;
+    fields[14] = out.type;
+    fields[15] = out.dpl;
+    fields[16] = out.size;
+    fields[17] = out.ist;
+    fields[18] = out.param_count;
+    decoded = int_tuple(fields, 19, args[1]);     /* out.raw_lo is lo */
+    if (!decoded)
+        return NULL;
+    /* raw (the decode's raw_lo), mode, address, _d, raw_high (the decode's raw_hi
+       when the descriptor has an upper half) */
+    values[0] = PyTuple_GET_ITEM(decoded, 0);
+    values[1] = PyTuple_GET_ITEM(info, 0);
+    values[2] = args[4];
+    values[3] = decoded;
+    values[4] = out.flags & KSI_DF_HAS_UPPER ? PyTuple_GET_ITEM(decoded, 1) : Py_None;
+    obj = instance((PyTypeObject *)cls, PyTuple_GET_ITEM(spec, 1), values, DESCRIPTOR_KEYS);
+    Py_DECREF(decoded);
+    return obj;
+}
+
 /* --- views of C records ------------------------------------------------------------ */
 
 #define VIEW_ROWS 256             /* rows per slice: their indexes are cached small ints */
@@ -424,6 +695,10 @@ static PyMethodDef module_methods[] = {
      "decode_pte(value, config, mode, level): ksi_decode_pte's struct as bytes"},
     {"decode_descriptor", (PyCFunction)(void (*)(void))decode_descriptor, METH_FASTCALL,
      "decode_descriptor(lo, hi, mode): ksi_decode_descriptor's struct as bytes"},
+    {"new_pte", (PyCFunction)(void (*)(void))new_pte, METH_FASTCALL,
+     "new_pte(spec, raw, mode, level, maxphyaddr, pat, pse, nxe, address): a PagingEntry"},
+    {"new_descriptor", (PyCFunction)(void (*)(void))new_descriptor, METH_FASTCALL,
+     "new_descriptor(spec, raw, raw_high, mode, address): a SegmentDescriptor or Gate"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -466,11 +741,19 @@ PyMODINIT_FUNC PyInit__percall(void)
     PyObject *m;
     if (PyType_Ready(&PageCacheType) < 0)
         return NULL;
+    if (!empty_args && !(empty_args = PyTuple_New(0)))
+        return NULL;
+    COMMON[N_COMMON - 1] = ksi_pat_default();
+    for (size_t i = 0; i < N_COMMON; i++)
+        if (!common_ints[i] && !(common_ints[i] = PyLong_FromUnsignedLongLong(COMMON[i])))
+            return NULL;
     m = PyModule_Create(&module);
     if (!m)
         return NULL;
     Py_INCREF(&PageCacheType);
     if (PyModule_AddObject(m, "PageCache", (PyObject *)&PageCacheType) < 0
+        || PyModule_AddObject(m, "PTE_FIELDS", names_tuple(PTE_NAMES)) < 0
+        || PyModule_AddObject(m, "DESCRIPTOR_FIELDS", names_tuple(DESCRIPTOR_NAMES)) < 0
         || PyModule_AddStringConstant(m, "BUILD_VERSION", KSI_BUILD_VERSION) < 0) {
         Py_DECREF(&PageCacheType);
         Py_DECREF(m);

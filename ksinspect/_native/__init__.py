@@ -125,6 +125,14 @@ def check_u64(value: int, what: str) -> None:
 _POPULATE_FLAGS = (getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
                    | getattr(mmap, "MAP_POPULATE", 0)) if hasattr(mmap, "MAP_POPULATE") else 0
 _POPULATE_MIN_BYTES = 1 << 20
+# Where the kernel has transparent huge pages (Linux madvise), an output of
+# 4 MiB or more asks for them and is populated by MADV_POPULATE_WRITE
+# (Linux 5.14): one fault per 2 MiB instead of 512 (a fresh 24 MB array took
+# 9-12 ms to populate in 4 KiB pages, 2 ms in 2 MiB ones). An older kernel
+# refuses the advice; its pages are then faulted in as C writes them.
+_HUGE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)
+_POPULATE_WRITE = 23             # MADV_POPULATE_WRITE (linux/mman.h), not in the mmap module
+_HUGE_MIN_BYTES = 4 << 20
 
 
 def new_array(ctype: str, count: int):
@@ -132,7 +140,15 @@ def new_array(ctype: str, count: int):
     count = max(count, 1)
     size = count * ffi.sizeof(ctype)
     if _POPULATE_FLAGS and size >= _POPULATE_MIN_BYTES:
-        mapping = mmap.mmap(-1, size, flags=_POPULATE_FLAGS)
+        if _HUGE_ADVICE is not None and size >= _HUGE_MIN_BYTES:
+            mapping = mmap.mmap(-1, size, flags=_POPULATE_FLAGS & ~mmap.MAP_POPULATE)
+            for advice in (_HUGE_ADVICE, _POPULATE_WRITE):
+                try:
+                    mapping.madvise(advice)
+                except OSError:
+                    pass
+        else:
+            mapping = mmap.mmap(-1, size, flags=_POPULATE_FLAGS)
         # The cdata keeps the buffer alive, and the buffer keeps the mapping.
         return ffi.cast(ctype + " *", ffi.from_buffer(mapping, require_writable=True)), mapping
     return ffi.new(ctype + "[]", count), None

@@ -6,10 +6,10 @@ gates, Figures 5-8 and 5-9), §6.11 and §6.14.1 (IDT gates, Figures 6-2 and
 6-8), §7.2.2 and §7.2.3 (TSS descriptors, Figures 7-3 and 7-4).
 """
 import enum
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, fields as dc_fields
 from typing import List, Optional, Tuple
 
-from .._native import enum_values, segment as _native
+from .._native import enum_values, segment as _native, percall as _percall
 from ..errors import DecodeError, TruncatedDataError
 from ._batch import DecodedBatch
 from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
@@ -198,6 +198,12 @@ class SegmentDescriptor(Drawable):
         Raises:
             DecodeError: a qword wider than 64 bits or an unknown mode.
         """
+        if _new_descriptor is not None:
+            # The whole value built in C (ksinspect._percall.new_descriptor); None
+            # where this method's own path below must run (it raises the precise error).
+            obj = _new_descriptor(_DESCRIPTOR_SPEC, raw, raw_high, mode, address)
+            if obj is not None:
+                return obj
         mode, code = _MODE_INFO.get(mode) or _mode_info(mode)
         decoded = _decode(raw, raw_high, code)
         # _from_decoded, inlined: this is the per-call path.
@@ -659,6 +665,19 @@ _new, _set = object.__new__, object.__setattr__
 _decode = _native.decode_descriptor
 _CLASS_OF_KIND = tuple(Gate if kind in GATE_KINDS else SegmentDescriptor for kind in _KINDS)
 _HAS_UPPER = int(DescriptorFlag.HAS_UPPER)
+
+# SegmentDescriptor.decode's value built in C (csrc/python/percall.c:
+# new_descriptor) when the glue is built and agrees with this module on the
+# ksi_descriptor record and the attributes (it fills them in this order, as
+# decode's own path does).
+_DESCRIPTOR_KEYS = ("raw", "mode", "address", "_d", "raw_high")
+_new_descriptor = None
+if (_percall is not None
+        and getattr(_percall, "DESCRIPTOR_FIELDS", None) == _native.DESCRIPTOR_FIELDS
+        and all({f.name for f in dc_fields(cls)} == set(_DESCRIPTOR_KEYS)
+                for cls in set(_CLASS_OF_KIND))):
+    _new_descriptor = _percall.new_descriptor
+    _DESCRIPTOR_SPEC = (_CLASS_OF_KIND, _DESCRIPTOR_KEYS, _MODE_INFO)
 
 
 def _from_decoded(decoded: tuple, mode: DescriptorMode, address: Optional[int]) -> SegmentDescriptor:

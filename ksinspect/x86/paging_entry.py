@@ -6,10 +6,10 @@ keys), §4.9.2 (memory type from PAT, PCD and PWT), §4.7 (P=0 entries);
 vol. 3A §11.12 for the PAT MSR (Tables 11-10 and 11-12).
 """
 import enum
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, fields as dc_fields
 from typing import List, Optional, Tuple
 
-from .._native import enum_values, paging as _native
+from .._native import enum_values, paging as _native, percall as _percall
 from ..errors import DecodeError
 from ._batch import DecodedBatch
 from ._bits import BitField, Drawable, Explanation, FlagCache, field, flag_names
@@ -172,6 +172,12 @@ class PagingEntry(Drawable):
         Raises:
             DecodeError: unknown mode, a level the mode lacks, or a value too wide.
         """
+        if _new_entry is not None:
+            # The whole value built in C (ksinspect._percall.new_pte); None where
+            # this method's own path below must run (it raises the precise error).
+            obj = _new_entry(_ENTRY_SPEC, raw, mode, level, maxphyaddr, pat, pse, nxe, address)
+            if obj is not None:
+                return obj
         mode, code, levels = _MODE_INFO.get(mode) or _mode_info(mode)
         if level not in levels:
             _check_level(mode, level)
@@ -429,3 +435,14 @@ def decode_paging_entries(data, mode="4level", level: int = 1, maxphyaddr: int =
         return obj
 
     return DecodedBatch(rows, _native.PTE_FIELDS, _native.PTE_RECORD, make)
+
+
+# PagingEntry.decode's value built in C (csrc/python/percall.c: new_pte) when
+# the glue is built and agrees with this module on the ksi_pte record and the
+# attributes (it fills them in this order, as decode's own path does).
+_ENTRY_KEYS = ("raw", "mode", "level", "maxphyaddr", "pat_msr", "pse", "nxe", "address", "_d")
+_new_entry = None
+if (_percall is not None and getattr(_percall, "PTE_FIELDS", None) == _native.PTE_FIELDS
+        and {f.name for f in dc_fields(PagingEntry)} == set(_ENTRY_KEYS)):
+    _new_entry = _percall.new_pte
+    _ENTRY_SPEC = (PagingEntry, _ENTRY_KEYS, _MODE_INFO)
