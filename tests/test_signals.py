@@ -114,3 +114,35 @@ def test_outside_a_session_critical_blocks_sigint_until_the_end():
         assert hit == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_signals_pending_together_are_taken_lowest_number_first():
+    """The premise of signals.ending_signal, on this kernel and this Python:
+    SIGTERM sent before SIGINT, both pending while blocked, reach their
+    handlers SIGINT first (POSIX leaves the order unspecified; Linux and
+    CPython both go by number)."""
+    skip_if_ignored(signal.SIGINT, signal.SIGTERM)
+    seen = []
+    old = {s: signal.signal(s, lambda n, f: seen.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        _send(0)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    assert seen == [signal.SIGINT, signal.SIGTERM]
+
+
+@pytest.mark.parametrize("received, expected", [
+    ([], None),
+    ([signal.SIGINT], signal.SIGINT),
+    ([signal.SIGINT, signal.SIGINT], signal.SIGINT),
+    ([signal.SIGINT, signal.SIGTERM], signal.SIGTERM),      # a SIGTERM taken after a Ctrl-C
+    ([signal.SIGTERM, signal.SIGINT], signal.SIGTERM),
+    ([signal.SIGINT, signal.SIGHUP, signal.SIGTERM], signal.SIGHUP),
+])
+def test_a_request_to_go_away_ends_the_session_whatever_came_first(received, expected):
+    assert signals.ending_signal(received) == expected

@@ -154,7 +154,7 @@ _RESTORED = []        # set once the process is put back: a later signal needs n
 def _still_restoring(signum: int, count: int) -> None:
     if _RESTORED:
         return
-    say("ksinspect: %s again: still putting the process back (only SIGKILL stops that, and "
+    say("ksinspect: %s: still putting the process back (only SIGKILL stops that, and "
          "would leave its breakpoints in place)\n" % signals.signal_label(signum))
 
 
@@ -194,8 +194,10 @@ def _session(Debugger, args, pid, program, writer, session) -> int:
     finally:
         report = dbg.close()
         _RESTORED.append(True)
-    if ended_by is None:
-        ended_by = signals.first_signal()        # one that came during the restore
+    # A signal during the restore ends the session too; a request to go away
+    # (SIGTERM...) taken after a Ctrl-C still wins (signals.ending_signal).
+    if session.received:
+        ended_by = signals.ending_signal(session.received)
     if not output_closed:
         try:
             writer.write(report.to_dict(), str(report))
@@ -210,8 +212,9 @@ def _session(Debugger, args, pid, program, writer, session) -> int:
     if dbg.tracee.started and not args.kill:
         # After Ctrl-C, as after the end of the session, ksinspect waits for
         # the program it started (a shell's job ends when its program does).
-        # A second Ctrl-C (held, never raised) stops the waiting.
-        taken = len(session.received)
+        # A second Ctrl-C (held, never raised) stops the waiting, also one
+        # that came during the restore.
+        taken = min(len(session.received), 1)
         try:
             end = dbg.wait_exit(give_up=lambda: len(session.received) > taken)
         except KeyboardInterrupt as exc:

@@ -34,6 +34,11 @@ so a Ctrl-C lands after the section.
 
 The exit status after a clean shutdown is ``128 + signal number`` (130 for
 SIGINT, 143 for SIGTERM), what a shell reports for a program killed by it.
+Which signal ended the session is decided by kind, not by arrival
+(:func:`ending_signal`): a request to go away (SIGTERM, SIGHUP, SIGQUIT,
+SIGBREAK) wins over Ctrl-C, because two signals pending at once are taken
+lowest number first (the kernel delivers them so and Python runs their
+handlers so), so a SIGTERM sent just before a Ctrl-C may be handled after it.
 """
 import contextlib
 import signal
@@ -45,6 +50,11 @@ from typing import Callable, Iterator, List, Optional
 ENDING_SIGNALS = tuple(getattr(signal, name) for name in
                        ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGBREAK")
                        if hasattr(signal, name))
+
+
+#: The ending signals that ask the process to go away rather than interrupt
+#: what it does (a service manager, a closed terminal, Ctrl-\\, Ctrl-Break).
+LEAVING_SIGNALS = tuple(s for s in ENDING_SIGNALS if s != signal.SIGINT)
 
 
 class SessionInterrupted(KeyboardInterrupt):
@@ -167,6 +177,14 @@ def first_signal() -> Optional[int]:
     if _ACTIVE is None or not _ACTIVE.received:
         return None
     return _ACTIVE.received[0]
+
+
+def ending_signal(received) -> Optional[int]:
+    """The signal a session with these ending signals ends by: the first that
+    asks to go away (:data:`LEAVING_SIGNALS`), else the first SIGINT, else
+    None. Arrival order cannot decide it (see the module's docstring)."""
+    leaving = [s for s in received if s in LEAVING_SIGNALS]
+    return leaving[0] if leaving else (received[0] if received else None)
 
 
 _BLOCKED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
