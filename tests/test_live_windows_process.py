@@ -6,6 +6,9 @@ the PEB's version fields on x64 (OSMajorVersion 0x118, OSMinorVersion 0x11c,
 OSBuildNumber 0x120) are those of the public PEB definition in the Windows
 SDK's winternl.h lineage / the PDBs (e.g. Vergilius, any x64 build).
 """
+import os
+import sys
+
 import pytest
 
 from ksinspect.errors import DecodeError
@@ -60,3 +63,21 @@ def test_choose_layout_exact_and_nearest():
 def test_bad_pids(pid):
     with pytest.raises(DecodeError):
         inspect_live_peb(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("reader", ["inspect_live_peb", "inspect_live_teb"])
+def test_a_program_followed_from_start_exe_that_has_ended_is_one_line(monkeypatch, reader):
+    """start.exe named a program that is gone by the time it is opened (it
+    was killed an instant before): the error names both PIDs, not only the
+    vanished one."""
+    import subprocess
+    from ksinspect.errors import LiveOSError
+    from ksinspect.live import wine_launcher, windows_process
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                   # reaped: its PID names no process
+    monkeypatch.setattr(wine_launcher, "follow_launcher", lambda pid: (gone.pid, "followed"))
+    with pytest.raises(LiveOSError) as caught:
+        getattr(windows_process, reader)(os.getpid())
+    assert str(caught.value) == ("PID %d is Wine's start.exe, and the program it started, "
+                                 "PID %d, has ended" % (os.getpid(), gone.pid))

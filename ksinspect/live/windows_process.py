@@ -19,12 +19,14 @@ layout of an architecture (checked when they are read), so they can be read
 before the layout is known; the layout of that build is then used, and a
 note on the result says which one and why.
 """
+import contextlib
+import errno
 import struct
 import sys
 from dataclasses import replace
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
-from ..errors import DecodeError, KsinspectError, UnsupportedError
+from ..errors import DecodeError, KsinspectError, LiveOSError, UnsupportedError
 from ..windows.checks import Check, pe_header_checks
 from ..windows.layout import Layout
 from ..windows.layout_files import available_layouts, choose_layout, load_layout
@@ -118,14 +120,28 @@ def _given_x64(layout: Any) -> Optional[Layout]:
     return given
 
 
+@contextlib.contextmanager
+def _program_gone_is_one_line(given: int, followed: int) -> Iterator[None]:
+    """A program followed from its start.exe that ends while it is read (or
+    was already dying when start.exe was looked at) is said of both PIDs."""
+    try:
+        yield
+    except LiveOSError as exc:
+        if followed == given or exc.errno != errno.ESRCH:
+            raise
+        raise LiveOSError(errno.ESRCH, "PID %d is Wine's start.exe, and the program it "
+                          "started, PID %d, has ended" % (given, followed)) from None
+
+
 def _inspect_wine(pid: int, layout: Any) -> Peb:
     from . import wine
     from .proc_memory import ProcessMemory, read_maps
     from .wine_launcher import follow_launcher
 
+    given_pid = pid
     pid, launcher_note = follow_launcher(pid)
     bits = _elf_bits(pid)
-    with ProcessMemory(pid) as memory:
+    with _program_gone_is_one_line(given_pid, pid), ProcessMemory(pid) as memory:
         maps = read_maps(pid)
         given = _given_x64(layout)
         if bits == 32:
@@ -290,9 +306,10 @@ def inspect_live_teb(pid: int, tid: Optional[int] = None, layout: Any = None) ->
         from . import wine
         from .proc_memory import ProcessMemory, read_maps
         from .wine_launcher import follow_launcher
+        given_pid = pid
         pid, launcher_note = follow_launcher(pid)
         bits = _elf_bits(pid)
-        with ProcessMemory(pid) as memory:
+        with _program_gone_is_one_line(given_pid, pid), ProcessMemory(pid) as memory:
             maps = read_maps(pid)
             given = _given_x64(layout)
             find_with = bootstrap_layout("x86") if bits == 32 else given or bootstrap_layout("x64")
