@@ -32,6 +32,10 @@ import sys
 
 import pytest
 
+if os.environ.get("KSINSPECT_SANITIZED"):
+    # tools/sanitize_test.py (CI's slowest step): about 30 s each of starting Wine programs.
+    pytest.skip("not run under the sanitizers: the Linux-side readers of a Wine process are Python over /proc and ptrace; the structures they decode are the ones tests/test_wine_sample.py decodes from the shipped samples on the sanitized core", allow_module_level=True)
+
 import wine_programs
 from conftest import run_cli
 from ksinspect.errors import LiveOSError, NoTebError

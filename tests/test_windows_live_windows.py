@@ -14,11 +14,16 @@ two independent views of one process. Skipped, saying what to install,
 without Wine and mingw-w64 (and the 32-bit program without wine32).
 """
 import ctypes
+import os
 import json
 import sys
 from types import SimpleNamespace
 
 import pytest
+
+if os.environ.get("KSINSPECT_SANITIZED"):
+    # tools/sanitize_test.py (CI's slowest step): about 30 s each of starting Wine programs.
+    pytest.skip("not run under the sanitizers: the Windows side runs under Wine on the mingw-built core, and its Linux-side comparison is tests/test_live_wine.py's (left out for the same reason)", allow_module_level=True)
 
 import wine_programs
 from wine_programs import module_differences
