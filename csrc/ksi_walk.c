@@ -501,6 +501,20 @@ HOT void memo_set(memo_table *mt, const mode_info *mi, int level, uint64_t va, u
     m->page_shift = (uint8_t)shift;
 }
 
+/* The end of a walk that a memo slot holding a leaf (the page) or a failed
+   entry (why it fails) answers: the same in both probe orders. */
+HOT void memo_answer(const level_memo *m, uint64_t va, uint32_t rights, ksi_translation *t)
+{
+    if (m->kind == MEMO_LEAF) {
+        t->page_size = BIT(m->page_shift);
+        t->pa = m->frame | (va & (t->page_size - 1));
+        t->rights = rights;
+    } else {
+        t->reason = m->reason;
+        t->fail_level = m->fail_level;
+    }
+}
+
 /* Walk va into t, replaying what mt (NULL: none) remembers of the
    addresses walked before it in this call. With path, every entry read is
    in t's arrays; without, only t->entry_value[t->steps - 1] (the last entry
@@ -558,14 +572,7 @@ HOT int translate_core(walker *w, memo_table *mt, uint64_t va, ksi_translation *
                 table = m->frame;
                 continue;
             }
-            if (m->kind == MEMO_LEAF) {
-                t->page_size = BIT(m->page_shift);
-                t->pa = m->frame | (va & (t->page_size - 1));
-                t->rights = rights;
-            } else {
-                t->reason = m->reason;
-                t->fail_level = m->fail_level;
-            }
+            memo_answer(m, va, rights, t);
             goto done;
         }
     } else if (mt) {
@@ -589,14 +596,7 @@ HOT int translate_core(walker *w, memo_table *mt, uint64_t va, ksi_translation *
                 level = at - 1;
                 break;
             }
-            if (m->kind == MEMO_LEAF) {
-                t->page_size = BIT(m->page_shift);
-                t->pa = m->frame | (va & (t->page_size - 1));
-                t->rights = rights;
-            } else {
-                t->reason = m->reason;
-                t->fail_level = m->fail_level;
-            }
+            memo_answer(m, va, rights, t);
             goto done;
         }
     }
